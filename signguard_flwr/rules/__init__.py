@@ -1,0 +1,38 @@
+"""Byzantine-robust aggregation rules as pure functions over an ``(n, d)`` update matrix.
+
+``RULES`` maps a name to a :class:`~signguard_flwr.rules.base.Rule`; call it as
+``RULES["median"](updates)`` or ``RULES["multi_krum"](updates, f=10)``.  Every rule returns an
+:class:`~signguard_flwr.rules.base.AggregationResult` with ``.vector``, ``.selected`` and ``.info``.
+"""
+
+from __future__ import annotations
+
+from .base import AggregationResult, InsufficientClientsError, Rule
+
+RULES: dict[str, Rule] = {}
+
+
+def register(rule: Rule) -> Rule:
+    """Add ``rule`` to :data:`RULES` under ``rule.name`` (names are unique)."""
+    if rule.name in RULES:
+        raise ValueError(f"rule {rule.name!r} is already registered")
+    RULES[rule.name] = rule
+    return rule
+
+
+def get_rule(name: str) -> Rule:
+    """Look a rule up by name, with a message listing the known names."""
+    try:
+        return RULES[name]
+    except KeyError:
+        raise KeyError(f"unknown rule {name!r}; known rules: {sorted(RULES)}") from None
+
+
+# Rule modules register themselves on import; the order fixes the order of RULES.
+from . import mean as _mean  # noqa: E402,F401
+from . import geomed as _geomed  # noqa: E402,F401
+from . import krum as _krum  # noqa: E402,F401
+from . import dnc as _dnc  # noqa: E402,F401
+from . import signguard as _signguard  # noqa: E402,F401
+
+__all__ = ["RULES", "AggregationResult", "InsufficientClientsError", "Rule", "get_rule", "register"]

@@ -1,0 +1,423 @@
+"""The shared Flower plumbing of every robust strategy.
+
+One round, the data's way: ``configure_train`` remembers the arrays it sends; ``aggregate_train``
+checks each reply on its own, stacks the updates ``Δ_i = w_i − w_global`` into one ``(n, d)``
+torch matrix (built once, on the strategy's device, never copied to numpy), calls the pure rule
+``RULES[name](updates, **params)``, applies the result with the server optimizer, aggregates the
+buffers, and reports diagnostics.  Subclasses only name their rule.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from ..arrays import BufferPredicate, make_buffer_predicate, record_numpy, record_to_vector, update_keys, vector_to_record
+from ..optim import ServerOptimizer
+from ..replies import ParsedReply, find_metric_record, parse_train_reply
+from ..rules import InsufficientClientsError, get_rule
+from ..rules.base import AggregationResult, check_choice
+
+__all__ = ["RobustStrategy", "RoundDiagnostics", "BUFFER_POLICIES"]
+
+BUFFER_POLICIES = ("median", "selected_mean", "keep")
+
+# FedAvg's constructor arguments: they go to FedAvg, everything else to the rule.
+_FEDAVG_ARGS = (
+    "fraction_train",
+    "fraction_evaluate",
+    "min_train_nodes",
+    "min_evaluate_nodes",
+    "min_available_nodes",
+    "weighted_by_key",
+    "arrayrecord_key",
+    "configrecord_key",
+    "train_metrics_aggr_fn",
+    "evaluate_metrics_aggr_fn",
+)
+
+
+@dataclass
+class RoundDiagnostics:
+    """What happened in one aggregation, for the caller (detection metrics, logs).
+
+    Node ids appear here only for diagnostics: no decision of the strategy reads them.
+    """
+
+    server_round: int
+    received: list[int] = field(default_factory=list)
+    """Node ids of every reply, error replies included."""
+    valid: list[int] = field(default_factory=list)
+    """Node ids whose update entered the rule (row order of the update matrix)."""
+    selected: list[int] = field(default_factory=list)
+    """Node ids of the rows the rule selected (all valid ones for rules that select nothing)."""
+    rejected: dict[int, str] = field(default_factory=dict)
+    """Node id → why its reply was not used (malformed, non-finite, filtered by the rule)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """The rule's diagnostics (tensors moved to CPU)."""
+    outcome: str = "aggregated"
+    """``aggregated`` or why the global model was kept (``no valid replies``, ...)."""
+    seconds: float = 0.0
+    """Wall time of the aggregation (matrix, rule, optimizer, record)."""
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu")
+    return value
+
+
+class RobustStrategy(FedAvg):
+    """Base class: a FedAvg whose aggregation is a robust rule over client updates.
+
+    Parameters
+    ----------
+    fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes, min_available_nodes, \
+weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evaluate_metrics_aggr_fn
+        As in :class:`flwr.serverapp.strategy.FedAvg`.  ``weighted_by_key`` is only used for
+        client-side *metrics*: updates are never weighted by client-reported example counts.
+    server_lr, server_momentum, server_weight_decay, server_nesterov, lr_milestones, lr_gamma
+        The :class:`~signguard_flwr.optim.ServerOptimizer` applying the aggregate.  Default:
+        plain application ``w ← w + Δ``.  The paper's FedSGD setting is ``server_lr=0.1,
+        server_momentum=0.9, server_weight_decay=5e-4``.
+    buffers : {"median", "selected_mean", "keep"}, default "median"
+        How non-trainable arrays (BatchNorm running statistics, integer counters) are set:
+        coordinate-wise median over the valid replies (robust to a minority of tampered
+        buffers, whatever the rule), mean over the rows the rule selected (falls back to the
+        median for rules that select none), or kept from the global model.  Buffers never
+        enter the update matrix or the robust statistics.
+    is_buffer : callable or iterable of str, optional
+        Which arrays are buffers: a predicate ``(name, ndarray) -> bool`` or a set of names.
+        Default: non-float arrays and names ending in ``running_mean``, ``running_var``,
+        ``num_batches_tracked``.
+    device : str or torch.device, default "cpu"
+        Where the update matrix lives and the rule runs (``"auto"``: CUDA when available).
+    dtype : torch.dtype, default torch.float32
+        dtype of the update matrix.
+    seed : int, optional
+        Seeds the ``torch.Generator`` handed to randomised rules (coordinate sampling, DnC).
+    on_round : callable, optional
+        Called with each round's :class:`RoundDiagnostics`.
+    **rule_params
+        The rule's own hyper-parameters (see the subclass); checked at construction.
+    """
+
+    rule_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        server_lr: float = 1.0,
+        server_momentum: float = 0.0,
+        server_weight_decay: float = 0.0,
+        server_nesterov: bool = False,
+        lr_milestones: Sequence[int] = (),
+        lr_gamma: float = 0.1,
+        buffers: str = "median",
+        is_buffer: BufferPredicate | Iterable[str] | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int | None = None,
+        on_round: Callable[[RoundDiagnostics], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not self.rule_name:
+            raise TypeError("RobustStrategy is abstract: use a subclass that sets rule_name")
+        fedavg_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _FEDAVG_ARGS}
+        super().__init__(**fedavg_kwargs)
+        self.rule = get_rule(self.rule_name)
+        unknown = [k for k in kwargs if k not in self.rule.param_names or k in ("state", "generator")]
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected argument(s) {unknown}; rule {self.rule_name!r} "
+                f"accepts {[p for p in self.rule.param_names if p not in ('state', 'generator')]}"
+            )
+        self.rule.validate(**kwargs)
+        self.rule_params: dict[str, Any] = dict(kwargs)
+        self.optimizer = ServerOptimizer(
+            lr=server_lr,
+            momentum=server_momentum,
+            weight_decay=server_weight_decay,
+            nesterov=server_nesterov,
+            milestones=lr_milestones,
+            gamma=lr_gamma,
+        )
+        self.buffers = check_choice("buffers", buffers, BUFFER_POLICIES)
+        self.is_buffer = make_buffer_predicate(is_buffer)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.dtype = dtype
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+        if "generator" in self.rule.param_names:
+            self.generator = torch.Generator(device="cpu")
+            if seed is not None:
+                self.generator.manual_seed(int(seed))
+            else:
+                self.generator.seed()
+        self.rule_state = self.make_rule_state()
+        self.on_round = on_round
+        self.history: list[RoundDiagnostics] = []
+        self._sent: dict[str, np.ndarray] | None = None
+        self._sent_round: int | None = None
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def make_rule_state(self) -> Any:
+        """State object passed to stateful rules as ``state=`` (None for stateless rules)."""
+        return None
+
+    # ------------------------------------------------------------------ Flower API
+    def summary(self) -> None:
+        """Log the strategy's settings in Flower's tree style."""
+        log(INFO, "\t├──> Robust aggregation: %s (rule %r)", type(self).__name__, self.rule_name)
+        for key, value in sorted(self.rule_params.items()):
+            log(INFO, "\t│\t├── %s: %s", key, value)
+        log(INFO, "\t│\t├── server optimizer: %s", self.optimizer)
+        log(INFO, "\t│\t├── buffers: %s", self.buffers)
+        log(INFO, "\t│\t└── device/dtype: %s / %s", self.device, self.dtype)
+        super().summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember exactly the arrays sent this round, then sample as FedAvg does."""
+        self._sent = record_numpy(arrays)
+        self._sent_round = server_round
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Check replies one by one, run the rule on the update matrix, apply the result."""
+        start = time.perf_counter()
+        replies = list(replies)
+        diag = RoundDiagnostics(server_round=server_round)
+        diag.received = [int(m.metadata.src_node_id) for m in replies]
+        if self._sent is None:
+            raise RuntimeError("aggregate_train called before configure_train: no global model to diff against")
+        template = self._sent
+        keys = update_keys(template, self.is_buffer)
+
+        parsed: list[ParsedReply] = []
+        failures = 0
+        # Sorting by node id fixes the row order for reproducibility only; every rule is
+        # permutation invariant (tested), so the order cannot change which updates are kept.
+        for msg in sorted(replies, key=lambda m: int(m.metadata.src_node_id)):
+            reply, why = parse_train_reply(msg, template, self.arrayrecord_key)
+            if reply is None:
+                failures += int(msg.has_error())
+                self._reject(diag, int(msg.metadata.src_node_id), why or "invalid reply")
+            else:
+                parsed.append(reply)
+
+        arrays_out: ArrayRecord | None = None
+        result: AggregationResult | None = None
+        if not keys:
+            diag.outcome = "the model has no trainable float arrays"
+        elif not parsed:
+            diag.outcome = "no valid replies: global model kept"
+        else:
+            updates, parsed = self._update_matrix(parsed, template, keys, diag)
+            diag.valid = [p.node_id for p in parsed]
+            if not parsed:
+                diag.outcome = "no finite updates: global model kept"
+            else:
+                result = self._run_rule(updates, diag)
+                if result is not None:
+                    arrays_out = self._apply(result, parsed, template, keys)
+                    if arrays_out is None:
+                        diag.outcome = "the new global model would not be finite; global model kept"
+                        result = None
+        if arrays_out is None:
+            log(WARNING, "aggregate_train round %s: %s", server_round, diag.outcome)
+        diag.seconds = time.perf_counter() - start
+        metrics = self._round_metrics(diag, parsed, failures, result)
+        self.history.append(diag)
+        if self.on_round is not None:
+            self.on_round(diag)
+        return arrays_out, metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Average client evaluation metrics, skipping malformed replies instead of raising."""
+        replies = list(replies)
+        good: list[RecordDict] = []
+        for msg in replies:
+            if msg.has_error():
+                log(INFO, "aggregate_evaluate: error reply from node %s: %s", msg.metadata.src_node_id, msg.error.reason)
+                continue
+            record = find_metric_record(msg)
+            weight = record.get(self.weighted_by_key) if record is not None else None
+            if (
+                record is None
+                or isinstance(weight, (list, bool))
+                or not isinstance(weight, (int, float))
+                or not math.isfinite(weight)
+                or weight < 0
+            ):
+                log(WARNING, "aggregate_evaluate: ignoring malformed metrics from node %s", msg.metadata.src_node_id)
+                continue
+            good.append(RecordDict({"metrics": record}))
+        if not good:
+            return None
+        common = set.intersection(*(set(next(iter(r.values())).keys()) for r in good))
+        if self.weighted_by_key not in common:
+            return None
+        trimmed = [
+            RecordDict({"metrics": MetricRecord({k: v for k, v in next(iter(r.values())).items() if k in common})})
+            for r in good
+        ]
+        if sum(next(iter(r.values()))[self.weighted_by_key] for r in trimmed) <= 0:
+            return None
+        return self.evaluate_metrics_aggr_fn(trimmed, self.weighted_by_key)
+
+    # ------------------------------------------------------------------ internals
+    def _reject(self, diag: RoundDiagnostics, node_id: int, why: str) -> None:
+        diag.rejected[node_id] = why
+        log(WARNING, "aggregate_train round %s: reply from node %s rejected (%s); not aggregated", diag.server_round, node_id, why)
+
+    def _update_matrix(
+        self,
+        parsed: list[ParsedReply],
+        template: dict[str, np.ndarray],
+        keys: list[str],
+        diag: RoundDiagnostics,
+    ) -> tuple[torch.Tensor, list[ParsedReply]]:
+        """Stack ``w_i − w_global`` into one (n, d) tensor; drop rows with NaN/Inf."""
+        d = sum(int(template[k].size) for k in keys)
+        updates = torch.empty((len(parsed), d), dtype=self.dtype, device=self.device)
+        for row, reply in enumerate(parsed):
+            offset = 0
+            for key in keys:
+                flat = torch.from_numpy(np.ascontiguousarray(reply.arrays[key]).reshape(-1))
+                updates[row, offset : offset + flat.numel()].copy_(flat)
+                offset += flat.numel()
+        self._global_vec = record_to_vector(template, keys, dtype=self.dtype, device=self.device)
+        updates.sub_(self._global_vec)
+        finite = torch.isfinite(updates).all(dim=1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten().tolist()
+            for row in bad:
+                self._reject(diag, parsed[row].node_id, "update has NaN or Inf entries")
+            keep = finite.nonzero().flatten()
+            updates = updates.index_select(0, keep)
+            parsed = [parsed[i] for i in keep.tolist()]
+        return updates, parsed
+
+    def _run_rule(self, updates: torch.Tensor, diag: RoundDiagnostics) -> AggregationResult | None:
+        params = dict(self.rule_params)
+        if self.generator is not None:
+            params["generator"] = self.generator
+        if "state" in self.rule.param_names:
+            params["state"] = self.rule_state
+        try:
+            result = self.rule(updates, **params)
+        except InsufficientClientsError as err:
+            diag.outcome = f"too few valid updates for {self.rule_name}: {err}; global model kept"
+            return None
+        except Exception as err:  # the server must survive any failure of one round's math
+            diag.outcome = f"rule {self.rule_name} failed ({type(err).__name__}: {err}); global model kept"
+            return None
+        if result.vector.shape != (updates.shape[1],) or not bool(torch.isfinite(result.vector).all()):
+            diag.outcome = f"rule {self.rule_name} returned a non-finite or misshaped vector; global model kept"
+            return None
+        diag.info = {k: _to_cpu(v) for k, v in result.info.items()}
+        node_ids = diag.valid
+        if result.selected is None:
+            diag.selected = list(node_ids)
+        else:
+            mask = result.selected.detach().to("cpu").tolist()
+            diag.selected = [nid for nid, keep in zip(node_ids, mask) if keep]
+            for nid, keep in zip(node_ids, mask):
+                if not keep:
+                    diag.rejected[nid] = f"filtered by {self.rule_name}"
+        return result
+
+    def _apply(
+        self,
+        result: AggregationResult,
+        parsed: list[ParsedReply],
+        template: dict[str, np.ndarray],
+        keys: list[str],
+    ) -> ArrayRecord | None:
+        new_weights = self.optimizer.step(self._global_vec, result.vector.to(self.dtype), server_round=self._sent_round)
+        if not bool(torch.isfinite(new_weights).all()):
+            return None
+        buffers = self._aggregate_buffers(parsed, template, keys, result.selected)
+        return vector_to_record(new_weights, template, keys, extra=buffers)
+
+    def _aggregate_buffers(
+        self,
+        parsed: list[ParsedReply],
+        template: dict[str, np.ndarray],
+        keys: list[str],
+        selected: torch.Tensor | None,
+    ) -> dict[str, np.ndarray]:
+        buffer_names = [k for k in template if k not in keys]
+        if not buffer_names or self.buffers == "keep":
+            return {}
+        rows = parsed
+        if self.buffers == "selected_mean" and selected is not None and bool(selected.any()):
+            mask = selected.detach().to("cpu").tolist()
+            rows = [p for p, keep in zip(parsed, mask) if keep]
+            use_mean = True
+        else:
+            use_mean = False
+        out: dict[str, np.ndarray] = {}
+        for name in buffer_names:
+            stack = np.stack([p.arrays[name] for p in rows])
+            if np.issubdtype(stack.dtype, np.floating):
+                finite = np.isfinite(stack).reshape(len(rows), -1).all(axis=1)
+                if not finite.any():
+                    continue  # keep the global buffer: nothing trustworthy arrived
+                stack = stack[finite]
+            value = stack.mean(axis=0) if use_mean else np.median(stack, axis=0)
+            out[name] = np.asarray(value).astype(template[name].dtype)
+        return out
+
+    def _round_metrics(
+        self,
+        diag: RoundDiagnostics,
+        parsed: list[ParsedReply],
+        failures: int,
+        result: AggregationResult | None,
+    ) -> MetricRecord:
+        metrics: dict[str, int | float] = {
+            "received": len(diag.received),
+            "failures": failures,
+            "invalid": len(diag.received) - failures - len(diag.valid),
+            "valid": len(diag.valid),
+            "selected": len(diag.selected) if result is not None else 0,
+            "aggregated": int(result is not None),
+            "agg-seconds": float(diag.seconds),
+        }
+        metrics["rejected-by-rule"] = len(diag.valid) - metrics["selected"] if result is not None else 0
+        for key in ("rejected_by_norm", "rejected_by_cluster"):
+            if key in diag.info:
+                metrics[key.replace("_", "-")] = int(diag.info[key])
+        # Client-reported training metrics: unweighted mean over the valid replies (a
+        # Byzantine client must not be able to inflate its weight through num-examples).
+        reported = [p.metrics for p in parsed if p.metrics is not None]
+        if reported:
+            common = set.intersection(*(set(r.keys()) for r in reported))
+            for key in sorted(common):
+                values = [r[key] for r in reported]
+                if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+                    if key == self.weighted_by_key:
+                        metrics[key] = int(sum(values))
+                    elif key not in metrics:
+                        metrics[key] = float(sum(values) / len(values))
+        return MetricRecord(metrics)

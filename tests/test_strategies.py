@@ -1,0 +1,341 @@
+"""Strategies: message plumbing, update semantics, server optimizer, bad input, diagnostics."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import signguard_flwr
+from signguard_flwr import STRATEGIES, RobustStrategy
+
+from .flower_fakes import FakeGrid, error_reply, flower_identity, train_reply
+
+ALL_NAMES = [
+    "Mean",
+    "TrimmedMean",
+    "Median",
+    "GeoMed",
+    "MultiKrum",
+    "Bulyan",
+    "DnC",
+    "SignGuard",
+    "SignGuardSim",
+    "SignGuardDist",
+]
+# Declared f for the rules that take one (n = 12 replies below satisfies Bulyan's n >= 4f+3).
+F_PARAMS = {"TrimmedMean": {"f": 2}, "MultiKrum": {"f": 2}, "Bulyan": {"f": 2}, "DnC": {"f": 2}, "Krum": {"f": 2}}
+
+
+def make(name: str, **kwargs) -> RobustStrategy:
+    cls = getattr(signguard_flwr, name)
+    params = {**F_PARAMS.get(name, {}), **kwargs}
+    params.setdefault("fraction_evaluate", 0.0)
+    params.setdefault("seed", 0)
+    return cls(**params)
+
+
+def global_model(d: int = 6) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "layer.weight": rng.normal(size=(2, d // 2)).astype(np.float32),
+        "bn.weight": np.ones(2, dtype=np.float32),
+        "bn.running_mean": np.zeros(2, dtype=np.float32),
+        "bn.num_batches_tracked": np.array(3, dtype=np.int64),
+    }
+
+
+def send(strategy: RobustStrategy, model: dict[str, np.ndarray], node_ids, server_round: int = 1) -> list[Message]:
+    """Run configure_train for ``node_ids`` and return the instruction messages."""
+    # FedAvg's sampling blocks until min_available_nodes (2) are connected: pad tiny grids.
+    node_ids = list(node_ids) + [10_000 + i for i in range(max(0, 2 - len(node_ids)))]
+    grid = FakeGrid({nid: (lambda m: None) for nid in node_ids})
+    record = ArrayRecord({k: Array(v) for k, v in model.items()})
+    with flower_identity():
+        return list(strategy.configure_train(server_round, record, ConfigRecord(), grid))
+
+
+def apply_update(model: dict[str, np.ndarray], delta: np.ndarray, buffer_value: float = 0.0) -> dict[str, np.ndarray]:
+    out = dict(model)
+    out["layer.weight"] = (model["layer.weight"].reshape(-1) + delta[: model["layer.weight"].size]).reshape(
+        model["layer.weight"].shape
+    ).astype(np.float32)
+    out["bn.weight"] = (model["bn.weight"] + delta[model["layer.weight"].size :]).astype(np.float32)
+    out["bn.running_mean"] = np.full(2, buffer_value, dtype=np.float32)
+    return out
+
+
+def flat(record: ArrayRecord) -> np.ndarray:
+    arrays = {k: v.numpy() for k, v in record.items()}
+    return np.concatenate([arrays["layer.weight"].reshape(-1), arrays["bn.weight"]])
+
+
+# --------------------------------------------------------------------------- API surface
+def test_all_strategies_exported_and_are_message_api_strategies():
+    for name in ALL_NAMES:
+        cls = getattr(signguard_flwr, name)
+        assert issubclass(cls, FedAvg), name
+        assert STRATEGIES[cls.rule_name] is cls
+        assert cls.rule_name in signguard_flwr.RULES
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, exc, match",
+    [
+        ("TrimmedMean", {"f": -1}, ValueError, "f"),
+        ("MultiKrum", {"f": "two"}, TypeError, "f"),
+        ("Median", {"foo": 1}, TypeError, "foo"),
+        ("Mean", {"buffers": "average"}, ValueError, "buffers"),
+        ("Mean", {"server_lr": 0.0}, ValueError, "server_lr"),
+        ("Mean", {"server_momentum": 1.5}, ValueError, "server_momentum"),
+        ("Mean", {"server_weight_decay": -1.0}, ValueError, "server_weight_decay"),
+        ("Mean", {"dtype": torch.int32}, ValueError, "dtype"),
+        ("SignGuard", {"generator": None}, TypeError, "generator"),
+    ],
+)
+def test_invalid_constructor_arguments_fail_at_construction(name, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        make(name, **kwargs)
+
+
+def test_summary_logs_rule_settings(caplog):
+    strategy = make("MultiKrum", server_lr=0.1, server_momentum=0.9)
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        strategy.summary()
+    text = caplog.text
+    assert "multi_krum" in text and "f: 2" in text and "momentum=0.9" in text
+
+
+# --------------------------------------------------------------------------- semantics
+def test_mean_aggregates_updates_not_weights_and_ignores_num_examples():
+    model = global_model()
+    strategy = make("Mean")
+    send(strategy, model, [1, 2, 3])
+    deltas = [np.full(8, 1.0), np.full(8, 2.0), np.full(8, 6.0)]
+    replies = [
+        train_reply(nid, apply_update(model, d), num_examples=n)
+        for nid, d, n in zip([1, 2, 3], deltas, [1, 1, 10_000])
+    ]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    expected = np.concatenate([model["layer.weight"].reshape(-1), model["bn.weight"]]) + 3.0
+    np.testing.assert_allclose(flat(arrays), expected, rtol=0, atol=1e-6)
+    assert metrics["valid"] == 3 and metrics["selected"] == 3 and metrics["num-examples"] == 10_002
+    assert metrics["agg-seconds"] >= 0
+
+
+def test_buffers_are_not_in_the_update_and_follow_the_policy():
+    model = global_model()
+    replies_buffers = [0.0, 1.0, 100.0]
+    for policy, expected_buffer in [("median", 1.0), ("keep", 0.0), ("selected_mean", np.mean(replies_buffers))]:
+        strategy = make("Mean", buffers=policy)
+        send(strategy, model, [1, 2, 3])
+        replies = [
+            train_reply(nid, apply_update(model, np.zeros(8), buffer_value=b))
+            for nid, b in zip([1, 2, 3], replies_buffers)
+        ]
+        arrays, _ = strategy.aggregate_train(1, replies)
+        out = {k: v.numpy() for k, v in arrays.items()}
+        np.testing.assert_allclose(out["bn.running_mean"], expected_buffer, rtol=1e-6)
+        assert out["bn.num_batches_tracked"].dtype == np.int64
+        assert list(out) == list(model)  # same keys, same order
+        # the robust statistics saw only the 8 trainable coordinates
+        assert strategy.history[-1].valid == [1, 2, 3]
+
+
+def test_server_optimizer_reproduces_torch_sgd_with_momentum_and_weight_decay():
+    model = global_model()
+    strategy = make("Mean", server_lr=0.1, server_momentum=0.9, server_weight_decay=5e-4)
+    w = torch.nn.Parameter(torch.from_numpy(np.concatenate([model["layer.weight"].reshape(-1), model["bn.weight"]])))
+    reference = torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(1)
+    current = model
+    for rnd in range(1, 4):
+        deltas = [rng.normal(size=8).astype(np.float32) for _ in range(3)]
+        send(strategy, current, [1, 2, 3], server_round=rnd)
+        arrays, _ = strategy.aggregate_train(rnd, [train_reply(i + 1, apply_update(current, d)) for i, d in enumerate(deltas)])
+        # the reference: gradient = -(mean update), computed from what the server actually received
+        received = np.stack([flat_of(apply_update(current, d)) - flat_of(current) for d in deltas])
+        w.grad = -torch.from_numpy(received.mean(0).astype(np.float32))
+        reference.step()
+        np.testing.assert_allclose(flat(arrays), w.detach().numpy(), rtol=1e-6, atol=1e-7)
+        current = {k: v.numpy() for k, v in arrays.items()}
+
+
+def flat_of(model: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([model["layer.weight"].reshape(-1), model["bn.weight"]]).astype(np.float32)
+
+
+def test_lr_milestones_decay_the_server_lr():
+    opt = signguard_flwr.ServerOptimizer(lr=0.1, momentum=0.0, milestones=[2], gamma=0.1)
+    w = torch.zeros(1)
+    w = opt.step(w, torch.ones(1))  # step 1 at lr 0.1
+    w = opt.step(w, torch.ones(1))  # step 2 at lr 0.1
+    w = opt.step(w, torch.ones(1))  # step 3 at lr 0.01
+    assert w.item() == pytest.approx(0.21)
+
+
+def test_selected_node_ids_are_reported_and_identity_does_not_decide():
+    model = global_model()
+    rng = np.random.default_rng(3)
+    deltas = [rng.normal(size=8) * 0.1 for _ in range(11)] + [np.full(8, 50.0)]
+    outputs = []
+    for ids in (list(range(1, 13)), list(range(112, 100, -1))):
+        strategy = make("MultiKrum")
+        send(strategy, model, ids)
+        arrays, metrics = strategy.aggregate_train(1, [train_reply(i, apply_update(model, d)) for i, d in zip(ids, deltas)])
+        outputs.append(flat(arrays))
+        diag = strategy.history[-1]
+        assert ids[-1] not in diag.selected  # the outlier was dropped, by value not by id
+        assert metrics["selected"] == len(diag.selected) == 10
+        assert diag.rejected[ids[-1]].startswith("filtered")
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- bad input
+def bad_replies(model):
+    good = apply_update(model, np.full(8, 0.1))
+    nan = dict(good, **{"layer.weight": np.full_like(model["layer.weight"], np.nan)})
+    inf = dict(good, **{"bn.weight": np.array([np.inf, 1.0], dtype=np.float32)})
+    shape = dict(good, **{"layer.weight": np.zeros((3, 3), dtype=np.float32)})
+    dtype = dict(good, **{"layer.weight": model["layer.weight"].astype(np.float64)})
+    missing = {k: v for k, v in good.items() if k != "bn.weight"}
+    extra = dict(good, **{"intruder": np.zeros(2, dtype=np.float32)})
+    return {
+        101: ("NaN", train_reply(101, nan)),
+        102: ("NaN or Inf", train_reply(102, inf)),
+        103: ("shape", train_reply(103, shape)),
+        104: ("dtype", train_reply(104, dtype)),
+        105: ("missing", train_reply(105, missing)),
+        106: ("unexpected", train_reply(106, extra)),
+        107: ("error reply", error_reply(107, "boom")),
+        108: ("no ArrayRecord", train_reply(108, None)),
+    }
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_bad_replies_are_rejected_logged_once_and_the_model_stays_finite(name, caplog):
+    model = global_model()
+    strategy = make(name)
+    rng = np.random.default_rng(0)
+    good_ids = list(range(1, 13))
+    bad = bad_replies(model)
+    send(strategy, model, good_ids + list(bad))
+    replies = [train_reply(i, apply_update(model, 0.1 + 0.01 * rng.normal(size=8))) for i in good_ids]
+    replies += [msg for _, msg in bad.values()]
+    replies.append(train_reply(99, apply_update(model, np.zeros(8))))  # zero-norm update: valid input
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    assert np.isfinite(flat(arrays)).all()
+    diag = strategy.history[-1]
+    for nid, (why, _) in bad.items():
+        assert why in diag.rejected[nid], (nid, diag.rejected[nid])
+        assert sum(f"node {nid} rejected" in r.getMessage() for r in caplog.records) == 1
+    assert 99 in diag.valid
+    assert metrics["received"] == len(replies)
+    assert metrics["failures"] == 1 and metrics["invalid"] == len(bad) - 1
+    assert metrics["valid"] == len(good_ids) + 1
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_empty_round_and_all_rejected_keep_the_model(name):
+    model = global_model()
+    strategy = make(name)
+    send(strategy, model, [1, 2])
+    arrays, metrics = strategy.aggregate_train(1, [])
+    assert arrays is None and metrics["received"] == 0 and metrics["aggregated"] == 0
+    nan = dict(model, **{"layer.weight": np.full_like(model["layer.weight"], np.nan)})
+    arrays, metrics = strategy.aggregate_train(1, [train_reply(1, nan), error_reply(2)])
+    assert arrays is None and metrics["valid"] == 0
+    assert "kept" in strategy.history[-1].outcome
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_identical_updates_give_that_update(name):
+    model = global_model()
+    strategy = make(name)
+    ids = list(range(1, 13))
+    send(strategy, model, ids)
+    delta = np.linspace(-0.5, 0.5, 8)
+    arrays, _ = strategy.aggregate_train(1, [train_reply(i, apply_update(model, delta)) for i in ids])
+    assert arrays is not None
+    np.testing.assert_allclose(flat(arrays), flat_of(model) + delta.astype(np.float32), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["TrimmedMean", "MultiKrum", "Bulyan", "DnC"])
+def test_fewer_clients_than_declared_f_allows_keeps_the_model(name):
+    model = global_model()
+    strategy = make(name, f=3)  # Krum needs n >= 2f+3 = 9, Bulyan 15, trimmed mean n > 6
+    send(strategy, model, [1, 2, 3, 4])
+    arrays, metrics = strategy.aggregate_train(1, [train_reply(i, apply_update(model, np.full(8, 0.1 * i))) for i in range(1, 5)])
+    if arrays is None:
+        assert "too few" in strategy.history[-1].outcome
+        assert metrics["aggregated"] == 0
+    else:  # DnC degrades gracefully instead: the result must then be finite
+        assert np.isfinite(flat(arrays)).all()
+
+
+def test_aggregate_evaluate_skips_malformed_metrics():
+    strategy = make("Mean")
+    good = Message(RecordDict({"metrics": MetricRecord({"num-examples": 10, "eval-acc": 0.5})}), metadata=_meta(1))
+    good2 = Message(RecordDict({"metrics": MetricRecord({"num-examples": 30, "eval-acc": 0.9})}), metadata=_meta(2))
+    bad = Message(RecordDict({"metrics": MetricRecord({"eval-acc": 0.1})}), metadata=_meta(3))
+    out = strategy.aggregate_evaluate(1, [good, good2, bad, error_reply(4)])
+    assert out["eval-acc"] == pytest.approx((0.5 * 10 + 0.9 * 30) / 40)
+
+
+def _meta(node_id):
+    from .flower_fakes import reply_metadata
+
+    return reply_metadata(node_id, "evaluate")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.sampled_from(ALL_NAMES),
+    kinds=st.lists(
+        st.sampled_from(["good", "good", "good", "zero", "nan", "inf", "huge", "shape", "dtype", "missing", "error", "dup"]),
+        min_size=0,
+        max_size=14,
+    ),
+    seed=st.integers(0, 10_000),
+)
+def test_hypothesis_random_mixtures_of_bad_replies_never_crash(name, kinds, seed):
+    model = global_model()
+    strategy = make(name)
+    rng = np.random.default_rng(seed)
+    ids = list(range(1, len(kinds) + 1))
+    send(strategy, model, ids)
+    base = rng.normal(size=8)
+    replies = []
+    for nid, kind in zip(ids, kinds):
+        delta = base + 0.1 * rng.normal(size=8)
+        arrays = apply_update(model, delta)
+        if kind == "zero":
+            arrays = apply_update(model, np.zeros(8))
+        elif kind == "nan":
+            arrays["bn.weight"] = np.array([np.nan, 0.0], dtype=np.float32)
+        elif kind == "inf":
+            arrays["layer.weight"] = np.full_like(arrays["layer.weight"], -np.inf)
+        elif kind == "huge":
+            arrays = apply_update(model, np.full(8, 1e30))
+        elif kind == "shape":
+            arrays["bn.weight"] = np.zeros(5, dtype=np.float32)
+        elif kind == "dtype":
+            arrays["bn.weight"] = arrays["bn.weight"].astype(np.float16)
+        elif kind == "missing":
+            arrays.pop("layer.weight")
+        elif kind == "dup":
+            arrays = apply_update(model, base)
+        replies.append(error_reply(nid) if kind == "error" else train_reply(nid, arrays))
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    if arrays is not None:
+        assert np.isfinite(flat(arrays)).all()
+    assert metrics["received"] == len(replies)
