@@ -1,0 +1,709 @@
+"""The honest ClientApp: FedSGD (one mini-batch gradient, unit step) or FedAvg (local SGD).
+
+Message protocol (the ServerApp and the strategies rely on it):
+
+* **train** request: ``"arrays"`` ArrayRecord of the global model's full ``state_dict``
+  (parameters and buffers), ``"config"`` ConfigRecord with ``"server-round"`` (int) and
+  optional overrides of the run-config keys in :data:`SETTING_KEYS`; optional
+  ``"label-transform": "flip"`` (data-poisoning hook, see :func:`apply_label_transform`).
+* **train** reply: ``"arrays"`` (the local model's full ``state_dict`` after training: same keys,
+  shapes and dtypes), ``"metrics"`` MetricRecord ``{"num-examples", "train-loss"}``,
+  ``"diag"`` ConfigRecord ``{"partition-id"}`` (diagnostics for the simulation adversary only).
+* **evaluate** request: same ``"arrays"`` + ``"config"``; reply ``"metrics"``
+  ``{"num-examples", "eval-loss", "eval-acc"}`` on the client's share of the test set.
+
+Settings come from ``context.run_config``, overridden key by key by the message's
+ConfigRecord; the partition id and count from ``context.node_config``.  All heavy lifting is
+in plain functions (:func:`load_client_data`, :func:`train_fedsgd`, :func:`train_sgd`,
+:func:`evaluate`, :func:`local_train`) that tests and the Byzantine wrappers call without Flower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from clients.tasks import PARTITIONS, ArrayDataset, Task, default_data_dir, get_task, partition
+from clients.tasks.partitions import iid_partition
+
+__all__ = [
+    "app",
+    "SETTING_KEYS",
+    "LABEL_TRANSFORMS",
+    "ClientSettings",
+    "ClientData",
+    "resolve_settings",
+    "load_client_data",
+    "client_data_for",
+    "clear_caches",
+    "derive_seed",
+    "fedsgd_batch_positions",
+    "fedavg_epoch_positions",
+    "apply_label_transform",
+    "iter_batches",
+    "train_fedsgd",
+    "train_sgd",
+    "evaluate",
+    "local_train",
+    "EVAL_BATCH_SIZE",
+]
+
+#: Batch size of client-side evaluation (no gradients, so larger than the training batch).
+EVAL_BATCH_SIZE = 500
+#: Accepted values of the message key ``"label-transform"``.
+LABEL_TRANSFORMS = ("none", "flip")
+CLIENT_MODES = ("fedsgd", "fedavg")
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Client-side settings; field ``x_y`` is run-config key ``x-y`` (see :data:`SETTING_KEYS`).
+
+    Attributes
+    ----------
+    task : str
+        ``digits``, ``mnist``, ``fmnist``, ``cifar10`` or ``agnews``.
+    data_dir : str
+        Folder of the datasets ("" = :func:`clients.tasks.default_data_dir`).
+    download : bool
+        Let torchvision download missing MNIST / Fashion-MNIST / CIFAR-10.
+    partition : str
+        ``iid``, ``shard`` or ``dirichlet``.
+    partition_s : float
+        IID fraction of the ``shard`` partition (paper: 0.3 MNIST/FMNIST, 0.8 CIFAR-10).
+    dirichlet_alpha : float
+        Concentration of the ``dirichlet`` partition.
+    dirichlet_min_size : int
+        Minimum samples per client of the ``dirichlet`` partition.
+    seed : int
+        Seeds partitions, batch order, dropout and augmentation (>= 0).
+    client_mode : str
+        ``fedsgd`` (one batch gradient, unit step) or ``fedavg`` (local SGD epochs).
+    batch_size : int
+        Mini-batch size B (paper: 50).
+    local_epochs : int
+        Epochs of local SGD in ``fedavg`` mode.
+    local_lr : float
+        Learning rate of local SGD in ``fedavg`` mode (unused by ``fedsgd``).
+    """
+
+    task: str = "digits"
+    data_dir: str = ""
+    download: bool = False
+    partition: str = "iid"
+    partition_s: float = 0.3
+    dirichlet_alpha: float = 0.5
+    dirichlet_min_size: int = 10
+    seed: int = 0
+    client_mode: str = "fedsgd"
+    batch_size: int = 50
+    local_epochs: int = 1
+    local_lr: float = 0.1
+
+    def resolved_data_dir(self) -> Path:
+        """``data_dir`` as an absolute path (default folder when empty)."""
+        return Path(self.data_dir).expanduser().resolve() if self.data_dir else default_data_dir()
+
+    def partition_params(self) -> dict[str, Any]:
+        """Keyword parameters of :func:`clients.tasks.partition` for ``self.partition``."""
+        if self.partition == "shard":
+            return {"s": self.partition_s}
+        if self.partition == "dirichlet":
+            return {"alpha": self.dirichlet_alpha, "min_size": self.dirichlet_min_size}
+        return {}
+
+
+#: Run-config key -> (ClientSettings field, expected type).
+SETTING_KEYS: dict[str, tuple[str, type]] = {
+    "task": ("task", str),
+    "data-dir": ("data_dir", str),
+    "download": ("download", bool),
+    "partition": ("partition", str),
+    "partition-s": ("partition_s", float),
+    "dirichlet-alpha": ("dirichlet_alpha", float),
+    "dirichlet-min-size": ("dirichlet_min_size", int),
+    "seed": ("seed", int),
+    "client-mode": ("client_mode", str),
+    "batch-size": ("batch_size", int),
+    "local-epochs": ("local_epochs", int),
+    "local-lr": ("local_lr", float),
+}
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """Convert a run-config / ConfigRecord value, naming the key when it does not fit."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+                return value.strip().lower() in ("true", "1")
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+        elif kind is int:
+            if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                return int(value)
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                return int(value.strip())
+        elif kind is float:
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                return float(value.strip())
+        elif isinstance(value, str):
+            return value.strip()
+    except ValueError:
+        pass
+    raise ValueError(f"Config key {key!r}: expected {kind.__name__}, got {value!r}")
+
+
+def resolve_settings(
+    run_config: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None
+) -> ClientSettings:
+    """Build validated :class:`ClientSettings` from the run config and message overrides.
+
+    Parameters
+    ----------
+    run_config : mapping
+        ``context.run_config``; keys outside :data:`SETTING_KEYS` are ignored (the ServerApp's
+        own keys live there too).
+    overrides : mapping, optional
+        The message's ConfigRecord; its keys in :data:`SETTING_KEYS` win over ``run_config``.
+
+    Returns
+    -------
+    ClientSettings
+
+    Raises
+    ------
+    ValueError
+        A value of the wrong type or out of range, naming the key.
+    """
+    values: dict[str, Any] = {}
+    for source in (run_config or {}, overrides or {}):
+        for key, (attr, kind) in SETTING_KEYS.items():
+            if key in source:
+                values[attr] = _coerce(key, source[key], kind)
+    settings = ClientSettings(**values)
+    get_task(settings.task)  # raises with the list of tasks
+    if settings.partition not in PARTITIONS:
+        raise ValueError(f"Config key 'partition': {settings.partition!r} is not one of {sorted(PARTITIONS)}")
+    if settings.client_mode not in CLIENT_MODES:
+        raise ValueError(f"Config key 'client-mode': {settings.client_mode!r} is not one of {list(CLIENT_MODES)}")
+    checks = [
+        ("partition-s", 0.0 <= settings.partition_s <= 1.0, "must be in [0, 1]"),
+        ("dirichlet-alpha", settings.dirichlet_alpha > 0 and np.isfinite(settings.dirichlet_alpha), "must be > 0"),
+        ("dirichlet-min-size", settings.dirichlet_min_size >= 0, "must be >= 0"),
+        ("seed", settings.seed >= 0, "must be >= 0"),
+        ("batch-size", settings.batch_size >= 1, "must be >= 1"),
+        ("local-epochs", settings.local_epochs >= 1, "must be >= 1"),
+        ("local-lr", settings.local_lr > 0 and np.isfinite(settings.local_lr), "must be > 0"),
+    ]
+    for key, ok, rule in checks:
+        if not ok:
+            raise ValueError(f"Config key {key!r} {rule}, got {getattr(settings, SETTING_KEYS[key][0])!r}")
+    return settings
+
+
+# --------------------------------------------------------------------------------------------
+# Client data (cached per process)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ClientData:
+    """One client's view of a task's data.
+
+    Attributes
+    ----------
+    task : Task
+    train, test : ArrayDataset
+        The whole splits (shared by all clients of the process; never modified).
+    train_indices : numpy.ndarray
+        This client's training samples (sorted positions in ``train``).
+    test_indices : numpy.ndarray
+        This client's share of the test set (an IID split of the test set into
+        ``num_partitions`` parts, so the shares' example-weighted mean is the full test set).
+    """
+
+    task: Task
+    train: ArrayDataset
+    test: ArrayDataset
+    train_indices: np.ndarray = field(repr=False)
+    test_indices: np.ndarray = field(repr=False)
+
+    @property
+    def num_train(self) -> int:
+        """Number of this client's training samples."""
+        return len(self.train_indices)
+
+
+# Datasets are the expensive part (CIFAR-10 ≈ 150 MB as uint8); a Ray actor serves many virtual
+# clients, so keep the last few loaded tasks and the partitions computed from them.
+@functools.lru_cache(maxsize=2)
+def _cached_splits(task_name: str, data_dir: str, download: bool) -> tuple[ArrayDataset, ArrayDataset]:
+    return get_task(task_name).load(data_dir, download=download)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_partitions(
+    task_name: str,
+    data_dir: str,
+    download: bool,
+    partition_name: str,
+    params: tuple[tuple[str, Any], ...],
+    num_partitions: int,
+    seed: int,
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    train, test = _cached_splits(task_name, data_dir, download)
+    train_parts = partition(partition_name, train.targets, num_partitions, seed, **dict(params))
+    test_parts = iid_partition(len(test), num_partitions, seed)
+    for part in (*train_parts, *test_parts):
+        part.setflags(write=False)
+    return tuple(train_parts), tuple(test_parts)
+
+
+def clear_caches() -> None:
+    """Drop the per-process dataset, partition and model caches."""
+    _cached_splits.cache_clear()
+    _cached_partitions.cache_clear()
+    _cached_model.cache_clear()
+
+
+def load_client_data(
+    task: str | Task,
+    data_dir: str | Path | None,
+    partition_name: str,
+    partition_params: Mapping[str, Any] | None,
+    partition_id: int,
+    num_partitions: int,
+    seed: int,
+    *,
+    download: bool = False,
+) -> ClientData:
+    """The data of client ``partition_id`` of ``num_partitions`` (cached per process).
+
+    Parameters
+    ----------
+    task : str or Task
+        Task name or object.
+    data_dir : str, Path or None
+        Dataset folder (None or "" = default folder).
+    partition_name : str
+        ``iid``, ``shard`` or ``dirichlet``.
+    partition_params : mapping or None
+        Parameters of the partition (e.g. ``{"s": 0.3}``, ``{"alpha": 0.5}``).
+    partition_id, num_partitions : int
+        This client's index and the number of clients.
+    seed : int
+        Partition seed.
+    download : bool, default False
+
+    Returns
+    -------
+    ClientData
+    """
+    task_obj = get_task(task) if isinstance(task, str) else task
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id {partition_id} is outside [0, num-partitions={num_partitions})")
+    # Tasks with bundled data ignore the folder: one cache entry whatever data-dir says.
+    folder = str(Path(data_dir).expanduser().resolve()) if data_dir else str(default_data_dir())
+    folder = folder if task_obj.needs_data_dir else ""
+    params = tuple(sorted((partition_params or {}).items()))
+    train, test = _cached_splits(task_obj.name, folder, bool(download))
+    train_parts, test_parts = _cached_partitions(
+        task_obj.name, folder, bool(download), partition_name, params, num_partitions, seed
+    )
+    return ClientData(task_obj, train, test, train_parts[partition_id], test_parts[partition_id])
+
+
+def client_data_for(settings: ClientSettings, partition_id: int, num_partitions: int) -> ClientData:
+    """:func:`load_client_data` with everything taken from ``settings``."""
+    return load_client_data(
+        settings.task,
+        settings.resolved_data_dir(),
+        settings.partition,
+        settings.partition_params(),
+        partition_id,
+        num_partitions,
+        settings.seed,
+        download=settings.download,
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(task_name: str) -> nn.Module:
+    # Rebuilding ResNet-18 every round costs more than the round's FedSGD step on small
+    # batches; every use overwrites all parameters and buffers with a strict load_state_dict.
+    return get_task(task_name).build_model()
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation (plain functions)
+# --------------------------------------------------------------------------------------------
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from non-negative integers (numpy SeedSequence)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def fedsgd_batch_positions(
+    n_local: int, batch_size: int, server_round: int, seed: int, partition_id: int
+) -> np.ndarray:
+    """Positions (into the client's index array) of the batch used in ``server_round``.
+
+    The client walks through its own shuffled data one batch per round, like the reference's
+    per-client DataLoader iterator, but the position is recomputed from the round number so
+    it does not depend on which process served the client before:
+    ``step = server_round - 1``; ``epoch, k = divmod(step, batches_per_epoch)``; the batch is
+    slice ``k`` of the permutation seeded by ``(seed, partition_id, epoch)``.
+    ``batches_per_epoch = max(1, n_local // batch_size)``: the incomplete last batch of an
+    epoch is skipped (a different remainder each epoch); a client with fewer than
+    ``batch_size`` samples uses all of them every round.
+
+    Parameters
+    ----------
+    n_local : int
+        Number of the client's training samples.
+    batch_size : int
+    server_round : int
+        1-based round number.
+    seed, partition_id : int
+
+    Returns
+    -------
+    numpy.ndarray
+        ``min(batch_size, n_local)`` positions.
+    """
+    if n_local < 1:
+        raise ValueError(f"client {partition_id} has no training data")
+    if server_round < 1:
+        raise ValueError(f"server-round must be >= 1, got {server_round}")
+    per_epoch = max(1, n_local // batch_size)
+    epoch, k = divmod(server_round - 1, per_epoch)
+    perm = np.random.default_rng([seed, partition_id, epoch]).permutation(n_local)
+    return perm[k * batch_size : (k + 1) * batch_size]
+
+
+def fedavg_epoch_positions(
+    n_local: int, batch_size: int, epochs: int, server_round: int, seed: int, partition_id: int
+) -> Iterator[np.ndarray]:
+    """Batches of positions for ``epochs`` local epochs (reshuffled each epoch, last batch kept)."""
+    if n_local < 1:
+        raise ValueError(f"client {partition_id} has no training data")
+    for epoch in range(epochs):
+        perm = np.random.default_rng([seed, partition_id, server_round, epoch, 1]).permutation(n_local)
+        for start in range(0, n_local, batch_size):
+            yield perm[start : start + batch_size]
+
+
+def apply_label_transform(y: torch.Tensor, transform: str | None, num_classes: int) -> torch.Tensor:
+    """The data-poisoning hook: ``"flip"`` maps each label y to ``num_classes - 1 - y``.
+
+    The label-flip Byzantine wrapper sets ``"label-transform": "flip"`` in the train
+    message's ConfigRecord; honest code paths see ``None`` and get ``y`` back unchanged.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        int64 labels.
+    transform : str or None
+        ``None``, ``""``, ``"none"`` or ``"flip"``.
+    num_classes : int
+
+    Returns
+    -------
+    torch.Tensor
+
+    Raises
+    ------
+    ValueError
+        Any other transform name (never train silently on the wrong data).
+    """
+    if transform is None or transform == "" or transform == "none":
+        return y
+    if transform == "flip":
+        return (num_classes - 1) - y
+    raise ValueError(f"Unknown label-transform {transform!r}; accepted: {list(LABEL_TRANSFORMS)}")
+
+
+def iter_batches(
+    dataset: ArrayDataset,
+    indices: np.ndarray,
+    batch_size: int,
+    positions: Iterable[np.ndarray] | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``dataset`` batches of the samples ``indices``.
+
+    Parameters
+    ----------
+    dataset : ArrayDataset
+    indices : numpy.ndarray
+        The client's sample indices in ``dataset``.
+    batch_size : int
+        Used when ``positions`` is None: consecutive batches in ``indices`` order.
+    positions : iterable of numpy.ndarray, optional
+        Explicit batches of positions into ``indices``.
+    """
+    if positions is None:
+        positions = (np.arange(s, min(s + batch_size, len(indices))) for s in range(0, len(indices), batch_size))
+    for pos in positions:
+        yield dataset.get_batch(indices[pos])
+
+
+def _zero_grads(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.grad = None
+
+
+def train_fedsgd(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """One FedSGD client step: cross-entropy gradient on ``batch``, then ``w <- w - 1 * grad``.
+
+    The model is in train mode (dropout active, BatchNorm uses and updates batch statistics),
+    as in the reference.  The unit step makes ``returned - global == -grad`` up to float32
+    rounding, so the server recovers the gradient from an ordinary model reply.  No momentum
+    or weight decay (the server optimizer applies those).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Loaded with the global weights; modified in place.
+    batch : (torch.Tensor, torch.Tensor)
+        Inputs and int64 labels.
+
+    Returns
+    -------
+    float
+        The batch loss before the step.
+    """
+    x, y = batch
+    model.train()
+    _zero_grads(model)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(p.grad)
+    _zero_grads(model)
+    return float(loss.detach())
+
+
+def train_sgd(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], lr: float) -> tuple[float, int]:
+    """Plain SGD (no momentum, no weight decay) over ``batches`` in train mode.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Modified in place.
+    batches : iterable of (torch.Tensor, torch.Tensor)
+    lr : float
+
+    Returns
+    -------
+    (float, int)
+        Sample-weighted mean training loss and number of samples processed.
+    """
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    total, count = 0.0, 0
+    for x, y in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(y)
+        count += len(y)
+    _zero_grads(model)
+    return (total / count if count else 0.0), count
+
+
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float, int]:
+    """Mean cross-entropy and top-1 accuracy in eval mode.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    batches : iterable of (torch.Tensor, torch.Tensor)
+        E.g. :func:`iter_batches` or a ``torch.utils.data.DataLoader``.
+
+    Returns
+    -------
+    (float, float, int)
+        Loss, accuracy and number of examples (0.0, 0.0, 0 for no batches).
+    """
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            logits = model(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+            count += len(y)
+    if count == 0:
+        return 0.0, 0.0, 0
+    return loss_sum / count, correct / count, count
+
+
+@contextlib.contextmanager
+def _client_compute(seed: int) -> Iterator[None]:
+    """One torch thread (Ray actors share the cores) and a private, seeded torch RNG.
+
+    Dropout and augmentation draw from torch's global generator; forking it keeps runs
+    reproducible per (seed, client, round) without disturbing the caller's RNG state.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def local_train(
+    model: nn.Module,
+    data: ClientData,
+    settings: ClientSettings,
+    *,
+    partition_id: int,
+    server_round: int,
+    label_transform: str | None = None,
+) -> dict[str, int | float]:
+    """Run the client's round of training on ``model`` (in place) as ``settings.client_mode`` says.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Loaded with the global weights.
+    data : ClientData
+    settings : ClientSettings
+    partition_id, server_round : int
+    label_transform : str or None
+        See :func:`apply_label_transform`.
+
+    Returns
+    -------
+    dict
+        ``{"num-examples": int, "train-loss": float}``.
+    """
+    num_classes = data.task.num_classes
+    apply_label_transform(torch.zeros(0, dtype=torch.int64), label_transform, num_classes)  # validate early
+    with _client_compute(derive_seed(settings.seed, partition_id, server_round)):
+        if settings.client_mode == "fedsgd":
+            pos = fedsgd_batch_positions(data.num_train, settings.batch_size, server_round, settings.seed, partition_id)
+            x, y = data.train.get_batch(data.train_indices[pos])
+            loss = train_fedsgd(model, (x, apply_label_transform(y, label_transform, num_classes)))
+            return {"num-examples": len(pos), "train-loss": loss}
+        positions = fedavg_epoch_positions(
+            data.num_train, settings.batch_size, settings.local_epochs, server_round, settings.seed, partition_id
+        )
+        batches = (
+            (x, apply_label_transform(y, label_transform, num_classes))
+            for x, y in iter_batches(data.train, data.train_indices, settings.batch_size, positions)
+        )
+        loss, _ = train_sgd(model, batches, settings.local_lr)
+        return {"num-examples": data.num_train, "train-loss": loss}
+
+
+# --------------------------------------------------------------------------------------------
+# Flower handlers
+# --------------------------------------------------------------------------------------------
+
+
+def _message_config(msg: Message) -> ConfigRecord:
+    try:
+        return msg.content["config"]  # type: ignore[return-value]
+    except KeyError:
+        raise ValueError("Message lacks the ConfigRecord 'config' (needs at least 'server-round')") from None
+
+
+def _node_partition(context: Context) -> tuple[int, int]:
+    try:
+        pid, num = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    except KeyError:
+        raise ValueError(
+            "node_config lacks 'partition-id' / 'num-partitions' (simulation sets them; in a deployment "
+            "start the SuperNode with --node-config \"partition-id=<i> num-partitions=<n>\")"
+        ) from None
+    if not 0 <= pid < num:
+        raise ValueError(f"partition-id {pid} is outside [0, num-partitions={num})")
+    return pid, num
+
+
+def _load_model(msg: Message, task_name: str) -> nn.Module:
+    try:
+        record = msg.content["arrays"]
+    except KeyError:
+        raise ValueError("Message lacks the ArrayRecord 'arrays' (the global model's state_dict)") from None
+    model = _cached_model(task_name)
+    # strict=True: a missing, extra or mis-shaped tensor raises instead of training a mix.
+    model.load_state_dict(record.to_torch_state_dict(), strict=True)  # type: ignore[union-attr]
+    return model
+
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train on the client's data from the received global model and reply with the new one."""
+    config = _message_config(msg)
+    if "server-round" not in config:
+        raise ValueError("Train config lacks 'server-round'")
+    server_round = int(config["server-round"])  # type: ignore[arg-type]
+    settings = resolve_settings(context.run_config, config)
+    partition_id, num_partitions = _node_partition(context)
+    data = client_data_for(settings, partition_id, num_partitions)
+    model = _load_model(msg, settings.task)
+    label_transform = config.get("label-transform")
+    metrics = local_train(
+        model,
+        data,
+        settings,
+        partition_id=partition_id,
+        server_round=server_round,
+        label_transform=None if label_transform is None else str(label_transform),
+    )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(model.state_dict()),
+            "metrics": MetricRecord(metrics),
+            "diag": ConfigRecord({"partition-id": partition_id}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_handler(msg: Message, context: Context) -> Message:
+    """Evaluate the received model on the client's share of the test set."""
+    config = _message_config(msg)
+    settings = resolve_settings(context.run_config, config)
+    partition_id, num_partitions = _node_partition(context)
+    data = client_data_for(settings, partition_id, num_partitions)
+    model = _load_model(msg, settings.task)
+    with _client_compute(derive_seed(settings.seed, partition_id)):
+        loss, acc, n = evaluate(model, iter_batches(data.test, data.test_indices, EVAL_BATCH_SIZE))
+    content = RecordDict({"metrics": MetricRecord({"num-examples": n, "eval-loss": loss, "eval-acc": acc})})
+    return Message(content=content, reply_to=msg)

@@ -1,0 +1,158 @@
+"""Models of the learning tasks.
+
+* :class:`DigitsMLP` — small default for the offline 8x8 digits task.
+* :class:`MnistCNN` — the paper's MNIST/Fashion-MNIST CNN (51,710 parameters, reference §3.1).
+* :func:`cifar_resnet18` — ResNet-18 in its CIFAR form (11,173,962 parameters, reference §3.2),
+  built from torchvision's ``resnet18``.
+* :class:`TextRNN` — embedding + 2-layer bidirectional LSTM + linear for AG-News (our design:
+  the reference has no text model).
+
+Parameter registration order matters: the server flattens ``parameters()`` in this order and
+SignGuard samples contiguous windows of that vector, so layers are registered in forward order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+__all__ = ["DigitsMLP", "MnistCNN", "cifar_resnet18", "TextRNN", "count_parameters"]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (buffers such as BN running stats excluded)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class DigitsMLP(nn.Module):
+    """64-64-10 MLP for scikit-learn's 8x8 digits (4,810 parameters).
+
+    Small enough that a whole simulated round takes milliseconds; used by the fast tests and
+    as the offline default task.
+
+    Parameters
+    ----------
+    hidden : int, default 64
+        Width of the hidden layer.
+    num_classes : int, default 10
+    """
+
+    def __init__(self, hidden: int = 64, num_classes: int = 10) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(64, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+class MnistCNN(nn.Module):
+    """The SignGuard paper's CNN for 1x28x28 inputs: 51,710 parameters.
+
+    conv1 1→8 5x5 → ReLU → maxpool 2; conv2 8→16 3x3 pad 1 → ReLU → maxpool 2;
+    conv3 16→32 3x3 pad 1 → ReLU → maxpool 2; fc1 288→120 → ReLU → dropout 0.5;
+    fc2 120→84 → ReLU → dropout 0.5; fc3 84→10.
+
+    Parameters
+    ----------
+    num_classes : int, default 10
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, kernel_size=5)
+        self.conv2 = nn.Conv2d(8, 16, kernel_size=3, padding=1)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3, padding=1)
+        self.fc1 = nn.Linear(32 * 3 * 3, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+        self.pool = nn.MaxPool2d(2)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))  # 8x24x24 -> 8x12x12
+        x = self.pool(torch.relu(self.conv2(x)))  # 16x12x12 -> 16x6x6
+        x = self.pool(torch.relu(self.conv3(x)))  # 32x6x6 -> 32x3x3
+        x = torch.flatten(x, 1)
+        x = self.dropout(torch.relu(self.fc1(x)))
+        x = self.dropout(torch.relu(self.fc2(x)))
+        return self.fc3(x)
+
+
+def cifar_resnet18(num_classes: int = 10) -> nn.Module:
+    """ResNet-18 in the CIFAR form used by the paper (11,173,962 parameters for 10 classes).
+
+    torchvision's ImageNet ResNet-18 with two changes: the stem is a 3x3 stride-1 conv
+    (3→64, no bias) instead of 7x7 stride 2, and the stem max-pool is removed.  A 32x32 input
+    then reaches layer4 at 4x4, where torchvision's adaptive average pool equals the 4x4
+    average pool of the CIFAR variant.  The blocks (stride in the first 3x3 conv, 1x1 conv + BN
+    shortcut when the shape changes, bias-free convs) are the same as in the common CIFAR code,
+    so the parameter count is exactly the reference's: 11,181,642 − 9,408 (7x7 stem) + 1,728.
+    State-dict keys follow torchvision (``layerN.M.downsample`` rather than ``shortcut``).
+
+    Parameters
+    ----------
+    num_classes : int, default 10
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    from torchvision.models import resnet18
+
+    model = resnet18(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    # Same initialisation torchvision applies to its own convs, so a seeded build is reproducible
+    # and consistent with the rest of the network.
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return model
+
+
+class TextRNN(nn.Module):
+    """Embedding + 2-layer bidirectional LSTM + linear classifier.
+
+    Padding id 0 is ignored (``padding_idx=0`` and packed sequences), so a text's prediction
+    does not depend on how much padding follows it.  The classifier reads the last layer's
+    final hidden state of both directions.
+
+    Parameters
+    ----------
+    vocab_size : int
+        Rows of the embedding table (``<pad>`` and ``<unk>`` included).
+    embed_dim, hidden_size, num_layers : int
+        LSTM sizes.
+    num_classes : int, default 4
+    dropout : float, default 0.0
+        Dropout between LSTM layers.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 64,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        num_classes: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.lstm = nn.LSTM(
+            embed_dim,
+            hidden_size,
+            num_layers=num_layers,
+            bidirectional=True,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.fc = nn.Linear(2 * hidden_size, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # Texts are right-padded with 0; every encoded text has at least one token.
+        lengths = (tokens != 0).sum(dim=1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(self.embedding(tokens), lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)
+        # h_n: (num_layers * 2, B, H); the last two rows are the top layer's two directions.
+        return self.fc(torch.cat([h_n[-2], h_n[-1]], dim=1))

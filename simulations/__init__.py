@@ -1,0 +1,1 @@
+"""Simulations of the SignGuard experiments: ServerApp, omniscient adversary, engines and CLI."""
