@@ -73,17 +73,15 @@ def record_to_vector(
 ) -> torch.Tensor:
     """Concatenate ``arrays[k]`` for ``k`` in ``keys`` into one flat tensor.
 
-    One allocation of size d; the numpy arrays are only read.
+    One allocation of size d (numpy's concatenate, which torch then shares without a copy);
+    the input arrays are only read.
     """
-    total = sum(int(arrays[k].size) for k in keys)
-    out = torch.empty(total, dtype=dtype, device=device)
-    offset = 0
-    for key in keys:
-        arr = arrays[key]
-        size = int(arr.size)
-        out[offset : offset + size].copy_(torch.from_numpy(np.ascontiguousarray(arr).reshape(-1)))
-        offset += size
-    return out
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    if not keys:
+        return torch.empty(0, dtype=dtype, device=device)
+    flat = np.concatenate([np.asarray(arrays[k]).reshape(-1) for k in keys]).astype(np_dtype, copy=False)
+    out = torch.from_numpy(flat)
+    return out if device is None else out.to(device)
 
 
 def vector_to_record(

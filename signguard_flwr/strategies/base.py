@@ -297,14 +297,20 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         diag: RoundDiagnostics,
     ) -> tuple[torch.Tensor, list[ParsedReply]]:
         """Stack ``w_i − w_global`` into one (n, d) tensor; drop rows with NaN/Inf."""
-        d = sum(int(template[k].size) for k in keys)
-        updates = torch.empty((len(parsed), d), dtype=self.dtype, device=self.device)
+        # The rows are assembled in one host buffer that torch then owns without a copy
+        # (torch.from_numpy shares memory).  numpy's single-threaded memcpy per array is much
+        # cheaper than hundreds of small torch copy_ calls, which pay OpenMP dispatch each.
+        np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
+        sizes = [int(template[k].size) for k in keys]
+        host = np.empty((len(parsed), sum(sizes)), dtype=np_dtype)
         for row, reply in enumerate(parsed):
             offset = 0
-            for key in keys:
-                flat = torch.from_numpy(np.ascontiguousarray(reply.arrays[key]).reshape(-1))
-                updates[row, offset : offset + flat.numel()].copy_(flat)
-                offset += flat.numel()
+            for key, size in zip(keys, sizes):
+                host[row, offset : offset + size] = reply.arrays[key].reshape(-1)
+                offset += size
+        updates = torch.from_numpy(host)
+        if updates.device != self.device:
+            updates = updates.to(self.device)
         self._global_vec = record_to_vector(template, keys, dtype=self.dtype, device=self.device)
         updates.sub_(self._global_vec)
         finite = torch.isfinite(updates).all(dim=1)
