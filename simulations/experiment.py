@@ -1,0 +1,378 @@
+"""Run one experiment on any Flower Grid and collect what the reports need.
+
+``run_on_grid`` is the body of the ServerApp: it builds the task's initial model, the defense
+(a strategy from :mod:`signguard_flwr`), the omniscient adversary between the clients' replies
+and the strategy (which also records the ground truth: who is Byzantine), a centralised
+evaluation on the test set, and turns every round into a :class:`RoundRecord` with detection
+counts.  ``run_experiment`` runs it under the Ray simulation engine or in-process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from signguard_flwr import STRATEGIES, RoundDiagnostics
+from signguard_flwr.rules import get_rule
+
+from .adversary import OmniscientAdversary
+from .config import ExperimentConfig
+
+__all__ = ["RoundRecord", "RunResult", "run_on_grid", "run_experiment", "detection_counts", "ENGINES"]
+
+ENGINES = ("inprocess", "ray")
+SIMULATION_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@dataclass
+class RoundRecord:
+    """One round as the reports see it (test metrics are NaN on rounds not evaluated)."""
+
+    round: int
+    test_acc: float
+    test_loss: float
+    received: int
+    valid: int
+    selected: int
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    precision: float
+    recall: float
+    honest_selected_rate: float
+    byzantine_selected_rate: float
+    agg_seconds: float
+    round_seconds: float
+    attack: str
+    outcome: str
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced; written as ``<key>.json`` and ``<key>.csv``."""
+
+    config: dict[str, Any]
+    key: str
+    engine: str
+    byzantine_partitions: list[int]
+    rounds: list[RoundRecord] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    initial_acc: float = float("nan")
+
+    @property
+    def best_acc(self) -> float:
+        accs = [r.test_acc for r in self.rounds if not math.isnan(r.test_acc)]
+        return max(accs) if accs else float("nan")
+
+    @property
+    def final_acc(self) -> float:
+        accs = [r.test_acc for r in self.rounds if not math.isnan(r.test_acc)]
+        return accs[-1] if accs else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """Run-level aggregates: accuracies and mean selection/detection rates."""
+
+        def mean(values: list[float]) -> float:
+            values = [v for v in values if not math.isnan(v)]
+            return float(np.mean(values)) if values else float("nan")
+
+        tp = sum(r.tp for r in self.rounds)
+        fp = sum(r.fp for r in self.rounds)
+        fn = sum(r.fn for r in self.rounds)
+        tn = sum(r.tn for r in self.rounds)
+        return {
+            "best_acc": self.best_acc,
+            "final_acc": self.final_acc,
+            "initial_acc": self.initial_acc,
+            "honest_selected_rate": mean([r.honest_selected_rate for r in self.rounds]),
+            "byzantine_selected_rate": mean([r.byzantine_selected_rate for r in self.rounds]),
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "tn": tn,
+            "precision": tp / (tp + fp) if tp + fp else float("nan"),
+            "recall": tp / (tp + fn) if tp + fn else float("nan"),
+            "mean_agg_seconds": mean([r.agg_seconds for r in self.rounds]),
+            "mean_round_seconds": mean([r.round_seconds for r in self.rounds]),
+            "wall_seconds": self.wall_seconds,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "engine": self.engine,
+            "config": self.config,
+            "byzantine_partitions": self.byzantine_partitions,
+            "summary": self.summary(),
+            "rounds": [asdict(r) for r in self.rounds],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
+        result = cls(
+            config=data["config"],
+            key=data["key"],
+            engine=data.get("engine", "?"),
+            byzantine_partitions=list(data.get("byzantine_partitions", [])),
+            rounds=[RoundRecord(**r) for r in data["rounds"]],
+            wall_seconds=float(data.get("summary", {}).get("wall_seconds", 0.0)),
+            initial_acc=float(data.get("summary", {}).get("initial_acc", float("nan"))),
+        )
+        return result
+
+    def write(self, directory: str | Path) -> tuple[Path, Path]:
+        """Write ``<key>.json`` (config, summary, rounds) and ``<key>.csv`` (one row per round).
+
+        Files are written to a temporary name and renamed, so an interrupted sweep never leaves
+        a half-written result that a resumed sweep would mistake for a finished run.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        json_path = directory / f"{self.key}.json"
+        csv_path = directory / f"{self.key}.csv"
+        tmp = csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(RoundRecord.__dataclass_fields__))
+            writer.writeheader()
+            for record in self.rounds:
+                writer.writerow(asdict(record))
+        tmp.replace(csv_path)
+        tmp = json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, default=_json_default))
+        tmp.replace(json_path)
+        return json_path, csv_path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+def detection_counts(diag: RoundDiagnostics, byzantine_nodes: set[int]) -> dict[str, float]:
+    """Detection of one round against the ground truth; "positive" = Byzantine.
+
+    A reply counts as detected when it did not enter the aggregate (rejected as malformed or
+    filtered by the rule); for rules that select no rows (median, trimmed mean, GeoMed) every
+    valid reply counts as selected.
+    """
+    received = set(diag.received)
+    selected = set(diag.selected)
+    byz = received & byzantine_nodes
+    honest = received - byzantine_nodes
+    tp = len(byz - selected)
+    fn = len(byz & selected)
+    fp = len(honest - selected)
+    tn = len(honest & selected)
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+        "honest_selected_rate": tn / len(honest) if honest else float("nan"),
+        "byzantine_selected_rate": fn / len(byz) if byz else float("nan"),
+    }
+
+
+def make_evaluator(cfg: ExperimentConfig, task: Any, device: torch.device) -> Callable[[int, ArrayRecord], MetricRecord | None]:
+    """Centralised test-set evaluation of the global model every ``cfg.eval_every`` rounds."""
+    _, test = task.load(cfg.data_dir or None)
+    model = task.build_model().to(device)
+    batches = []
+    for start in range(0, len(test), 1000):
+        idx = np.arange(start, min(start + 1000, len(test)))
+        batches.append(test.get_batch(idx))
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round != 0 and server_round % cfg.eval_every and server_round != cfg.rounds:
+            return None
+        model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+        model.eval()
+        loss_sum, correct, count = 0.0, 0, 0
+        with torch.no_grad():
+            for x, y in batches:
+                x, y = x.to(device), y.to(device)
+                out = model(x)
+                loss_sum += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
+                correct += int((out.argmax(1) == y).sum())
+                count += len(y)
+        return MetricRecord({"test-acc": correct / count, "test-loss": loss_sum / count})
+
+    return evaluate
+
+
+def build_strategy(cfg: ExperimentConfig, on_round: Callable[[RoundDiagnostics], None] | None = None):
+    """The defense of ``cfg`` as a Flower strategy (the declared f goes to rules taking one)."""
+    try:
+        cls = STRATEGIES[cfg.defense]
+    except KeyError:
+        raise ValueError(f"unknown defense {cfg.defense!r}; known: {sorted(STRATEGIES)}") from None
+    params = dict(cfg.defense_params)
+    if "f" in get_rule(cls.rule_name).param_names:
+        params.setdefault("f", cfg.f)
+    return cls(
+        fraction_train=1.0,
+        fraction_evaluate=0.0,
+        min_available_nodes=cfg.num_clients,
+        min_train_nodes=cfg.num_clients,
+        server_lr=cfg.server_lr,
+        server_momentum=cfg.momentum,
+        server_weight_decay=cfg.weight_decay,
+        lr_milestones=cfg.lr_milestones,
+        device=cfg.device,
+        seed=cfg.seed,
+        on_round=on_round,
+        **params,
+    )
+
+
+def run_on_grid(
+    grid: Grid,
+    cfg: ExperimentConfig,
+    *,
+    engine: str = "?",
+    progress: Callable[[RoundRecord], None] | None = None,
+) -> RunResult:
+    """Run ``cfg`` on ``grid`` (any Flower Grid) and return the collected result."""
+    from clients.tasks import get_task
+
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    task = get_task(cfg.task)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
+    initial = ArrayRecord(task.build_model().state_dict())
+    evaluate = make_evaluator(cfg, task, device)
+
+    client_config = cfg.client_config()
+    adversary = OmniscientAdversary.from_config(grid, {**client_config, "knowledge": cfg.knowledge})
+    result = RunResult(
+        config=cfg.to_dict(),
+        key=cfg.key(),
+        engine=engine,
+        byzantine_partitions=sorted(int(p) for p in adversary.byzantine_partitions),
+    )
+    evals: dict[int, MetricRecord] = {}
+    last_tick = [time.perf_counter()]
+
+    def evaluate_and_record(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        metrics = evaluate(server_round, arrays)
+        if metrics is not None:
+            evals[server_round] = metrics
+        if server_round == 0:
+            result.initial_acc = float(metrics["test-acc"]) if metrics is not None else float("nan")
+            last_tick[0] = time.perf_counter()
+            return metrics
+        diag = strategy.history[-1]
+        adv = adversary.history[-1] if adversary.history else {}
+        byz_nodes = {int(n) for n in adv.get("byzantine_node_ids", [])}
+        det = detection_counts(diag, byz_nodes)
+        now = time.perf_counter()
+        record = RoundRecord(
+            round=server_round,
+            test_acc=float(metrics["test-acc"]) if metrics is not None else float("nan"),
+            test_loss=float(metrics["test-loss"]) if metrics is not None else float("nan"),
+            received=len(diag.received),
+            valid=len(diag.valid),
+            selected=len(diag.selected) if diag.outcome == "aggregated" else 0,
+            agg_seconds=diag.seconds,
+            round_seconds=now - last_tick[0],
+            attack=str(adv.get("attack", cfg.attack)),
+            outcome=diag.outcome,
+            **det,
+        )
+        last_tick[0] = now
+        result.rounds.append(record)
+        if progress is not None:
+            progress(record)
+        return metrics
+
+    strategy = build_strategy(cfg)
+    strategy.start(
+        grid=adversary,
+        initial_arrays=initial,
+        num_rounds=cfg.rounds,
+        train_config=ConfigRecord(client_config),
+        evaluate_config=ConfigRecord(client_config),
+        evaluate_fn=evaluate_and_record,
+    )
+    result.wall_seconds = time.perf_counter() - start
+    return result
+
+
+def client_app():
+    """The ClientApp every simulated node runs: the honest app wrapped by the Byzantine mod."""
+    from clients.app import app
+
+    return app
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    engine: str = "inprocess",
+    progress: Callable[[RoundRecord], None] | None = None,
+    ray_address: str | None = None,
+) -> RunResult:
+    """Run ``cfg`` under ``engine``: ``inprocess`` (no Ray) or ``ray`` (Flower's simulation engine).
+
+    ``ray_address`` attaches the Ray engine to an existing cluster (``ray start --head``) instead
+    of starting a local one.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "inprocess":
+        from .engine import InProcessGrid
+
+        grid = InProcessGrid(client_app(), cfg.num_clients, seed=cfg.seed)
+        return run_on_grid(grid, cfg, engine=engine, progress=progress)
+
+    from flwr.simulation import run_simulation
+
+    for key, value in SIMULATION_ENV.items():
+        os.environ.setdefault(key, value)
+    box: dict[str, Any] = {}
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid: Grid, context: Context) -> None:
+        box["result"] = run_on_grid(grid, cfg, engine="ray", progress=progress)
+
+    init_args: dict[str, Any] = {"address": ray_address} if ray_address else {"num_cpus": os.cpu_count() or 2}
+    backend_config = {
+        "client_resources": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        "init_args": init_args,
+    }
+    try:
+        run_simulation(
+            server_app=server,
+            client_app=client_app(),
+            num_supernodes=cfg.num_clients,
+            backend_config=backend_config,
+        )
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    if "result" not in box:
+        raise RuntimeError("the simulation ended without a result (see the Flower log above)")
+    return box["result"]

@@ -1,0 +1,104 @@
+"""The named sweeps behind the README and docs/ results: the paper's experiments at our budget.
+
+Each entry builds the list of :class:`ExperimentConfig` for one experiment; ``signguard-sim sweep
+NAME`` runs it (resumable) into ``docs/results/NAME``.  Budgets are reduced from the paper's (60
+epochs = 1,440 FedSGD rounds on MNIST) to what 2 CPU cores finish in hours; each entry says its
+budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .config import ExperimentConfig
+from .sweep import expand
+
+__all__ = ["SWEEPS", "ALL_DEFENSES", "TABLE1_ATTACKS", "MAIN_DEFENSES", "MAIN_ATTACKS", "build_sweep"]
+
+ALL_DEFENSES = [
+    "mean",
+    "trimmed_mean",
+    "median",
+    "geomed",
+    "multi_krum",
+    "bulyan",
+    "dnc",
+    "signguard",
+    "signguard_sim",
+    "signguard_dist",
+]
+# Table I's columns, in the paper's order.
+TABLE1_ATTACKS = ["none", "random", "noise", "label_flip", "byzmean", "sign_flip", "lie", "min_max", "min_sum"]
+MAIN_DEFENSES = ["mean", "median", "multi_krum", "signguard"]
+MAIN_ATTACKS = ["none", "lie", "sign_flip"]
+FIG_DEFENSES = ["median", "trimmed_mean", "multi_krum", "dnc", "signguard_sim"]
+
+
+def _paper(task: str, rounds: int, **kw) -> ExperimentConfig:
+    return ExperimentConfig(task=task, rounds=rounds, num_clients=50, num_byzantine=10, eval_every=10, **kw)
+
+
+def main_job() -> list[ExperimentConfig]:
+    """The default job: digits, 50 clients, 10 Byzantine, 4 defenses × 3 attacks, 60 rounds."""
+    base = ExperimentConfig(task="digits", rounds=60, num_clients=50, num_byzantine=10, eval_every=5)
+    return expand(base, attack=MAIN_ATTACKS, defense=MAIN_DEFENSES)
+
+
+def table1(task: str, rounds: int) -> Callable[[], list[ExperimentConfig]]:
+    def build() -> list[ExperimentConfig]:
+        return expand(_paper(task, rounds), attack=TABLE1_ATTACKS, defense=ALL_DEFENSES)
+
+    build.__doc__ = f"Table I/II for {task}: 10 defenses × no attack + 8 attacks, IID, {rounds} rounds."
+    return build
+
+
+def byzantine_fraction() -> list[ExperimentConfig]:
+    """Fig. 4 for Fashion-MNIST: 10–40% Byzantine, LIE and Min-Max, 100 rounds."""
+    out = []
+    for m in (5, 10, 15, 20):
+        for attack in ("lie", "min_max"):
+            for defense in FIG_DEFENSES:
+                out.append(_paper("fmnist", 100, num_byzantine=m, attack=attack, defense=defense))
+    return out
+
+
+def non_iid() -> list[ExperimentConfig]:
+    """Fig. 6 for Fashion-MNIST: s-fraction IID + 2 label shards per client, s ∈ {0.3, 0.5, 0.8}."""
+    out = []
+    for s in (0.3, 0.5, 0.8):
+        for attack in ("none", "lie", "byzmean"):
+            for defense in FIG_DEFENSES:
+                out.append(_paper("fmnist", 100, partition="shard", partition_s=s, attack=attack, defense=defense))
+    return out
+
+
+def time_varying() -> list[ExperimentConfig]:
+    """Fig. 5: the attack redrawn every epoch (24 rounds), Fashion-MNIST, 100 rounds."""
+    return expand(_paper("fmnist", 100, attack="time_varying", attack_params={"tv_period": "round"}), defense=FIG_DEFENSES)
+
+
+def small_budget(task: str, rounds: int) -> Callable[[], list[ExperimentConfig]]:
+    def build() -> list[ExperimentConfig]:
+        return expand(_paper(task, rounds, eval_every=max(1, rounds // 5)), attack=["none", "lie"], defense=["mean", "multi_krum", "signguard"])
+
+    build.__doc__ = f"{task}: Mean, Multi-Krum, SignGuard × no attack, LIE at {rounds} rounds."
+    return build
+
+
+SWEEPS: dict[str, Callable[[], list[ExperimentConfig]]] = {
+    "main": main_job,
+    "table1-mnist": table1("mnist", 100),
+    "table1-fmnist": table1("fmnist", 100),
+    "fraction-fmnist": byzantine_fraction,
+    "noniid-fmnist": non_iid,
+    "timevarying-fmnist": time_varying,
+    "cifar10-small": small_budget("cifar10", 10),
+    "agnews-small": small_budget("agnews", 50),
+}
+
+
+def build_sweep(name: str) -> list[ExperimentConfig]:
+    try:
+        return SWEEPS[name]()
+    except KeyError:
+        raise ValueError(f"unknown sweep {name!r}; known: {sorted(SWEEPS)}") from None
