@@ -156,6 +156,8 @@ class ExperimentConfig:
                 value = parse_params(value)
             elif key == "lr_milestones":
                 value = tuple(int(v) for v in str(value).split(",") if str(v).strip())
+            elif key == "declared_f":  # TOML has no null: "" or a negative value means "not set"
+                value = None if value in ("", None) or int(value) < 0 else int(value)
             kwargs[key] = value
         if unknown:
             raise ValueError(f"unknown run-config key(s) {sorted(unknown)}; known: {sorted(n.replace('_', '-') for n in names)}")

@@ -251,8 +251,15 @@ def run_on_grid(
     *,
     engine: str = "?",
     progress: Callable[[RoundRecord], None] | None = None,
+    timeout: float = 3600.0,
+    min_nodes: int | None = None,
 ) -> RunResult:
-    """Run ``cfg`` on ``grid`` (any Flower Grid) and return the collected result."""
+    """Run ``cfg`` on ``grid`` (any Flower Grid) and return the collected result.
+
+    ``timeout``: seconds each round waits for replies (``Strategy.start(timeout=...)``).
+    ``min_nodes``: nodes a round needs (default ``cfg.num_clients``); a deployment that must go
+    on after losing SuperNodes sets it lower once all nodes have connected.
+    """
     from clients.tasks import get_task
 
     start = time.perf_counter()
@@ -306,10 +313,13 @@ def run_on_grid(
         return metrics
 
     strategy = build_strategy(cfg)
+    if min_nodes is not None:
+        strategy.min_available_nodes = strategy.min_train_nodes = int(min_nodes)
     strategy.start(
         grid=adversary,
         initial_arrays=initial,
         num_rounds=cfg.rounds,
+        timeout=timeout,
         train_config=ConfigRecord(client_config),
         evaluate_config=ConfigRecord(client_config),
         evaluate_fn=evaluate_and_record,

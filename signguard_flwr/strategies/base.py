@@ -323,14 +323,19 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
             parsed = [parsed[i] for i in keep.tolist()]
         return updates, parsed
 
-    def _run_rule(self, updates: torch.Tensor, diag: RoundDiagnostics) -> AggregationResult | None:
+    def aggregate_updates(self, updates: torch.Tensor) -> AggregationResult:
+        """Run this strategy's rule on an ``(n, d)`` update matrix, with its parameters, its
+        seeded generator and its state (SignGuard-Sim/Dist) — the pure step of a round."""
         params = dict(self.rule_params)
         if self.generator is not None:
             params["generator"] = self.generator
         if "state" in self.rule.param_names:
             params["state"] = self.rule_state
+        return self.rule(updates, **params)
+
+    def _run_rule(self, updates: torch.Tensor, diag: RoundDiagnostics) -> AggregationResult | None:
         try:
-            result = self.rule(updates, **params)
+            result = self.aggregate_updates(updates)
         except InsufficientClientsError as err:
             diag.outcome = f"too few valid updates for {self.rule_name}: {err}; global model kept"
             return None

@@ -1,0 +1,563 @@
+"""``signguard-sim``: run the main job, single experiments, sweeps, and reports.
+
+::
+
+    signguard-sim                         # the main job (= signguard-sim main)
+    signguard-sim run --defense signguard --attack lie --rounds 30
+    signguard-sim sweep table1-mnist      # a named sweep, into docs/results/table1-mnist
+    signguard-sim sweep --defense mean,signguard --attack none,lie --byzantine-fraction 0.1,0.2
+    signguard-sim sweep --list
+    signguard-sim report docs/results/table1-mnist --out /tmp/report
+
+Also ``python -m simulations``.  Bad flags or values end with exit code 2 and one line on
+stderr.  See docs/running.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import ExperimentConfig, parse_params
+
+__all__ = ["main", "build_parser", "CONFIG_FLAGS", "CLIError", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""Default result folders are relative to the repository (the Flower app's root)."""
+MAIN_RESULTS = Path("results") / "main"
+RUN_RESULTS = Path("results") / "runs"
+SWEEP_RESULTS = Path("results") / "sweeps"
+NAMED_SWEEP_RESULTS = Path("docs") / "results"
+COMMANDS = ("main", "run", "sweep", "report")
+
+
+class CLIError(Exception):
+    """A bad flag or value: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        raise CLIError(f"{self.prog}: error: {message} (see --help)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    field: str
+    kind: str  # "str", "int", "float", "params", "ints"
+    help: str
+    listable: bool = True  # sweep accepts alternatives
+
+    @property
+    def option(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def separator(self) -> str:
+        """How sweep alternatives are separated (params and milestones contain commas)."""
+        return ";" if self.kind in ("params", "ints") else ","
+
+
+def _choices(kind: str) -> list[str]:
+    if kind == "task":
+        from clients.tasks import TASKS
+
+        return sorted(TASKS)
+    if kind == "defense":
+        from signguard_flwr import STRATEGIES
+
+        return sorted(STRATEGIES)
+    if kind == "attack":
+        from clients.attacks import ATTACKS
+
+        return sorted(ATTACKS)
+    if kind == "partition":
+        from clients.tasks import PARTITIONS
+
+        return sorted(PARTITIONS)
+    if kind == "client_mode":
+        from clients.client_app import CLIENT_MODES
+
+        return list(CLIENT_MODES)
+    if kind == "knowledge":
+        from clients.attacks import KNOWLEDGE
+
+        return list(KNOWLEDGE)
+    if kind == "byzantine_placement":
+        return ["random", "first"]
+    if kind == "engine":
+        from .experiment import ENGINES
+
+        return list(ENGINES)
+    raise KeyError(kind)
+
+
+CONFIG_FLAGS: tuple[Flag, ...] = (
+    Flag("task", "str", "learning task: digits (offline, default), mnist, fmnist, cifar10, agnews"),
+    Flag("defense", "str", "aggregation rule: mean, trimmed_mean, median, geomed, krum, multi_krum, bulyan, dnc, "
+         "signguard (default), signguard_sim, signguard_dist"),
+    Flag("defense_params", "params", 'the rule\'s parameters "k=v,k=v" (e.g. "preset=reference", "clip=False")'),
+    Flag("attack", "str", "attack: none (default), random, noise, label_flip, byzmean, sign_flip, lie, min_max, "
+         "min_sum, reverse_scaling, time_varying, lie_local"),
+    Flag("attack_params", "params", 'the attack\'s parameters "k=v,k=v" (e.g. "z=0.3", "scale=100")'),
+    Flag("num_clients", "int", "number of clients n (default 50)"),
+    Flag("num_byzantine", "int", "number of Byzantine clients m (default 10)"),
+    Flag("partition", "str", "data partition: iid (default), shard (paper's non-IID), dirichlet"),
+    Flag("partition_s", "float", "IID share s of the shard partition (default 0.3)"),
+    Flag("dirichlet_alpha", "float", "concentration of the dirichlet partition (default 0.5)"),
+    Flag("rounds", "int", "communication rounds (default 50)"),
+    Flag("batch_size", "int", "client mini-batch size (default 50)"),
+    Flag("client_mode", "str", "fedsgd (one batch gradient, default) or fedavg (local SGD epochs)"),
+    Flag("local_lr", "float", "client learning rate in fedavg mode (default 0.1)"),
+    Flag("local_epochs", "int", "client epochs in fedavg mode (default 1)"),
+    Flag("server_lr", "float", "server SGD learning rate (default 0.1)"),
+    Flag("momentum", "float", "server SGD momentum (default 0.9)"),
+    Flag("weight_decay", "float", "server SGD weight decay (default 5e-4)"),
+    Flag("lr_milestones", "ints", 'rounds where the server lr is multiplied by 0.1, "100,150" (default none)'),
+    Flag("seed", "int", "seed of data split, Byzantine set, sampling, attacks (default 0)"),
+    Flag("data_dir", "str", "dataset folder (default: $SIGNGUARD_DATA_DIR, ../shared/data, ~/.cache/signguard-flwr/data)",
+         listable=False),
+    Flag("eval_every", "int", "evaluate the global model on the test set every k rounds (default 1)"),
+    Flag("knowledge", "str", "what colluding attacks see: omniscient (default), benign, colluders"),
+    Flag("byzantine_placement", "str", "which clients are Byzantine: random (default) or first"),
+    Flag("declared_f", "int", "f told to the defenses that take one (default: the true number of Byzantine clients)"),
+    Flag("device", "str", "torch device of the server side: cpu (default), cuda, cuda:N, auto", listable=False),
+    Flag("num_cpus", "float", "CPUs per simulated client (Ray engine; default 1)", listable=False),
+    Flag("num_gpus", "float", "GPUs per simulated client (Ray engine; default 0)", listable=False),
+)
+_CHOICE_FIELDS = ("task", "defense", "attack", "partition", "client_mode", "knowledge", "byzantine_placement")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing values
+# ---------------------------------------------------------------------------------------------
+
+
+def _convert(flag: Flag, text: str) -> Any:
+    text = text.strip()
+    try:
+        if flag.kind == "int":
+            return int(text)
+        if flag.kind == "float":
+            return float(text)
+        if flag.kind == "params":
+            return parse_params(text)
+        if flag.kind == "ints":
+            return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as err:
+        what = {"int": "an integer", "float": "a number", "params": '"key=value,..."', "ints": "integers"}[flag.kind]
+        detail = f" ({err})" if flag.kind == "params" else ""
+        raise CLIError(f"{flag.option}: expected {what}, got {text!r}{detail}") from None
+    return text
+
+
+def _values(flag: Flag, raw: str | None, *, listable: bool) -> list[Any] | None:
+    if raw is None:
+        return None
+    parts = raw.split(flag.separator) if listable and flag.listable else [raw]
+    values = list({repr(v): v for v in (_convert(flag, p) for p in parts)}.values())  # unique, in order
+    if flag.field in _CHOICE_FIELDS:
+        known = _choices(flag.field)
+        for v in values:
+            if v not in known:
+                raise CLIError(f"unknown {flag.field.replace('_', ' ')} {v!r}; known: {', '.join(known)}")
+    return values
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check what the run would reject only later (rule and attack parameters, client settings)."""
+    from clients.attacks import AttackParams
+    from clients.client_app import resolve_settings
+
+    for name in _CHOICE_FIELDS:
+        value = getattr(cfg, name)
+        known = _choices(name)
+        if value not in known:
+            raise CLIError(f"unknown {name.replace('_', ' ')} {value!r}; known: {', '.join(known)}")
+    try:
+        resolve_settings(cfg.client_config())
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    try:
+        AttackParams.from_config({**cfg.client_config(), "knowledge": cfg.knowledge})
+    except (ValueError, TypeError) as err:
+        raise CLIError(f"--attack-params for {cfg.attack!r}: {err}") from None
+    if cfg.device not in ("cpu", "auto"):
+        import torch
+
+        try:
+            torch.device(cfg.device)
+        except (RuntimeError, ValueError):
+            raise CLIError(f"--device: not a torch device: {cfg.device!r}") from None
+    from .experiment import build_strategy
+
+    try:
+        build_strategy(cfg)
+    except (ValueError, TypeError) as err:
+        raise CLIError(f"--defense-params for {cfg.defense!r}: {err}") from None
+    if cfg.eval_every < 1:
+        raise CLIError(f"--eval-every must be >= 1, got {cfg.eval_every}")
+    if cfg.declared_f is not None and cfg.declared_f < 0:
+        raise CLIError(f"--declared-f must be >= 0, got {cfg.declared_f}")
+
+
+def _make_config(base: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    try:
+        return base.replace(**changes)
+    except (ValueError, TypeError) as err:
+        raise CLIError(str(err)) from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise CLIError(f"--byzantine-fraction: expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise CLIError(f"--byzantine-fraction must be in [0, 1), got {value}")
+    return value
+
+
+def _with_fraction(cfg: ExperimentConfig, fraction: float) -> ExperimentConfig:
+    return _make_config(cfg, num_byzantine=int(round(fraction * cfg.num_clients)))
+
+
+def _one_byzantine_flag(args: argparse.Namespace) -> None:
+    if args.byzantine_fraction is not None and args.num_byzantine is not None:
+        raise CLIError("give --num-byzantine or --byzantine-fraction, not both")
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """One :class:`ExperimentConfig` from ``run``'s flags (unset flags keep the defaults)."""
+    _one_byzantine_flag(args)
+    changes: dict[str, Any] = {}
+    for flag in CONFIG_FLAGS:
+        values = _values(flag, getattr(args, flag.field), listable=False)
+        if values is not None:
+            changes[flag.field] = values[0]
+    cfg = _make_config(ExperimentConfig(), **changes)
+    if args.byzantine_fraction is not None:
+        cfg = _with_fraction(cfg, _fraction(args.byzantine_fraction))
+    validate(cfg)
+    return cfg
+
+
+def configs_from_sweep_args(args: argparse.Namespace) -> list[ExperimentConfig]:
+    """The product of the comma-separated alternatives of ``sweep``'s flags."""
+    _one_byzantine_flag(args)
+    from .sweep import expand
+
+    axes: dict[str, list[Any]] = {}
+    for flag in CONFIG_FLAGS:
+        values = _values(flag, getattr(args, flag.field), listable=True)
+        if values is not None:
+            axes[flag.field] = values
+    fractions = None
+    if args.byzantine_fraction is not None:
+        fractions = [_fraction(t) for t in args.byzantine_fraction.split(",")]
+    base = ExperimentConfig()
+    if args.name:
+        from .paper_sweeps import build_sweep
+
+        multi = [f"--{k.replace('_', '-')}" for k, v in axes.items() if len(v) > 1]
+        if multi or (fractions and len(fractions) > 1):
+            raise CLIError(f"a named sweep takes single values only (overrides for every run), not lists: {' '.join(multi) or '--byzantine-fraction'}")
+        try:
+            configs = build_sweep(args.name)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        overrides = {k: v[0] for k, v in axes.items()}
+        configs = [_make_config(c, **overrides) for c in configs]
+        if fractions:
+            configs = [_with_fraction(c, fractions[0]) for c in configs]
+    else:
+        single = {k: v[0] for k, v in axes.items() if len(v) == 1}
+        base = _make_config(base, **single)
+        order = [f.field for f in CONFIG_FLAGS]
+        multi_axes = {k: v for k, v in axes.items() if len(v) > 1}
+        # Outermost first: task, clients, ... attack, defense (the paper's table layout).
+        ordered = sorted(multi_axes, key=lambda k: (k in ("attack", "defense"), k == "defense", order.index(k)))
+        try:
+            configs = expand(base, **{k: multi_axes[k] for k in ordered})
+        except (ValueError, TypeError) as err:
+            raise CLIError(str(err)) from None
+        if fractions:
+            configs = [_with_fraction(c, f) for f in fractions for c in configs]
+    seen: set[str] = set()
+    unique = []
+    for cfg in configs:
+        if cfg.key() not in seen:
+            seen.add(cfg.key())
+            unique.append(cfg)
+    for cfg in unique:
+        validate(cfg)
+    return unique
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="inprocess", help="inprocess (default: no Ray, fastest) or ray (Flower's simulation engine)")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="attach the Ray engine to an existing cluster (ray start --head); implies --engine ray")
+    p.add_argument("--results-dir", default=None, metavar="DIR", help="where <key>.json and <key>.csv go")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Flower's log")
+
+
+def _add_config_flags(p: argparse.ArgumentParser, *, lists: bool) -> None:
+    group = p.add_argument_group(
+        "experiment settings" + (" (comma-separated alternatives; ';' between alternatives of -params and --lr-milestones)" if lists else "")
+    )
+    for flag in CONFIG_FLAGS:
+        metavar = {"int": "N", "float": "X", "params": "K=V,...", "ints": "R,R,...", "str": flag.field.upper()}[flag.kind]
+        if lists and flag.listable:
+            metavar = {"params": "K=V,..;..", "ints": "R,..;.."}.get(flag.kind, metavar + ",...")
+        group.add_argument(flag.option, dest=flag.field, default=None, metavar=metavar, help=flag.help)
+    group.add_argument("--byzantine-fraction", default=None, metavar="F" + (",..." if lists else ""),
+                       help="Byzantine share of the clients (sets --num-byzantine = round(F * n))")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="signguard-sim",
+        description="Simulations of SignGuard and the baseline defenses on Flower. Without a command: the main job.",
+        epilog="See docs/running.md for details.",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{main,run,sweep,report}")
+
+    p = sub.add_parser("main", help="the main job: digits, 50 clients, 10 Byzantine, 4 defenses x 3 attacks (default)",
+                       description="The main job: sweep 'main' into results/main, then the tables and plots.")
+    _add_engine_flags(p)
+    p.add_argument("--no-reuse", action="store_true", help="redo runs whose result files exist")
+
+    p = sub.add_parser("run", help="one experiment from flags", description="Run one experiment; results into results/runs.")
+    _add_config_flags(p, lists=False)
+    _add_engine_flags(p)
+
+    p = sub.add_parser("sweep", help="a named sweep or the product of flag values (resumable)",
+                       description="Run a named sweep (into docs/results/NAME) or the product of the flags' comma-separated "
+                       "values (into results/sweeps). Finished runs (result files present) are reused.")
+    p.add_argument("name", nargs="?", default=None, help="a named sweep (see --list)")
+    p.add_argument("--list", action="store_true", help="print the named sweeps and their size")
+    p.add_argument("--no-reuse", action="store_true", help="redo runs whose result files exist")
+    p.add_argument("--dry-run", action="store_true", help="print the runs without running them")
+    _add_config_flags(p, lists=True)
+    _add_engine_flags(p)
+
+    p = sub.add_parser("report", help="markdown tables and plots from result files",
+                       description="Tables in the paper's shape (Table I, II, III, detection) and PNG plots from result "
+                       "files or folders. Writes report.md and the PNGs into --out and prints the markdown.")
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="result .json files or folders holding them")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the results folder if one is given, else results/report)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _quiet_flower(verbose: bool) -> None:
+    if verbose:
+        return
+    import flwr.common.logger  # noqa: F401 - it sets the level when first imported: import it first
+
+    logger = logging.getLogger("flwr")
+    logger.setLevel(logging.WARNING)
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:  # the strategies always set it
+            return "fraction_evaluate is set to 0.0" not in record.getMessage()
+
+    logger.addFilter(_Drop())
+
+
+def _engine(args: argparse.Namespace) -> str:
+    engine = "ray" if args.ray_address else args.engine
+    known = _choices("engine")
+    if engine not in known:
+        raise CLIError(f"unknown engine {engine!r}; known: {', '.join(known)}")
+    return engine
+
+
+def _results_dir(args: argparse.Namespace, default: Path) -> Path:
+    return Path(args.results_dir).expanduser() if args.results_dir else REPO_ROOT / default
+
+
+def _say(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: argparse.Namespace, *, reuse: bool):
+    from .sweep import run_sweep
+
+    return run_sweep(
+        configs,
+        results_dir,
+        engine=_engine(args),
+        reuse=reuse,
+        show_progress=not args.quiet,
+        ray_address=args.ray_address,
+    )
+
+
+def cmd_main(args: argparse.Namespace) -> int:
+    from . import report
+    from .paper_sweeps import build_sweep
+
+    engine = _engine(args)
+    configs = build_sweep("main")
+    results_dir = _results_dir(args, MAIN_RESULTS)
+    _say(f"Main job: {len(configs)} runs ({engine} engine) into {results_dir}")
+    start = time.perf_counter()
+    results = _run_configs(configs, results_dir, args, reuse=not args.no_reuse)
+    entries = report.entries_from_results(results)
+    _say()
+    _say(report.table1_markdown(entries))
+    _say(report.selected_rates_markdown(entries))
+    markdown, figures = report.build_report(entries, results_dir)
+    (results_dir / "report.md").write_text(markdown)
+    _say(f"Full report: {results_dir / 'report.md'}")
+    for fig in figures:
+        _say(f"Plot: {fig}")
+    _say(f"Main job done in {time.perf_counter() - start:.0f} s.")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    results_dir = _results_dir(args, RUN_RESULTS)
+    engine = _engine(args)
+    _say(f"Run {cfg.key()} ({engine} engine): {cfg.task}, {cfg.defense} vs {cfg.attack}, "
+         f"{cfg.num_clients} clients ({cfg.num_byzantine} Byzantine), {cfg.rounds} rounds")
+    [result] = _run_configs([cfg], results_dir, args, reuse=False)
+    summary = result.summary()
+    _say(f"best accuracy {summary['best_acc']:.4f}, final {summary['final_acc']:.4f}, honest kept "
+         f"{summary['honest_selected_rate']:.3f}, Byzantine kept {summary['byzantine_selected_rate']:.3f}, "
+         f"precision {summary['precision']:.3f}, recall {summary['recall']:.3f}, {summary['wall_seconds']:.1f} s")
+    _say(f"Results: {results_dir / (result.key + '.json')} and .csv")
+    return 0
+
+
+def _list_sweeps() -> int:
+    from .paper_sweeps import SWEEPS
+
+    rows = []
+    for name, build in SWEEPS.items():
+        configs = build()
+        rounds = sum(c.rounds for c in configs)
+        doc = (build.__doc__ or "").strip().splitlines()[0] if build.__doc__ else ""
+        rows.append((name, len(configs), rounds, doc))
+    width = max(len(r[0]) for r in rows)
+    _say(f"{'name':{width}s}  runs  rounds  description")
+    for name, n, rounds, doc in rows:
+        _say(f"{name:{width}s}  {n:4d}  {rounds:6d}  {doc}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list_sweeps()
+    from . import report
+    from .sweep import result_path
+
+    configs = configs_from_sweep_args(args)
+    default = NAMED_SWEEP_RESULTS / args.name if args.name else SWEEP_RESULTS
+    results_dir = _results_dir(args, default)
+    done = sum(result_path(results_dir, c).is_file() for c in configs) if not args.no_reuse else 0
+    _say(f"Sweep {args.name or '(flags)'}: {len(configs)} runs, {done} already done, into {results_dir}")
+    if args.dry_run:
+        for cfg in configs:
+            mark = "done" if result_path(results_dir, cfg).is_file() else "todo"
+            _say(f"  [{mark}] {cfg.key()}  rounds={cfg.rounds}")
+        return 0
+    results = _run_configs(configs, results_dir, args, reuse=not args.no_reuse)
+    entries = report.entries_from_results(results)
+    _say()
+    _say(report.table1_markdown(entries))
+    _say(f"Tables and plots: signguard-sim report {results_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    paths = [Path(p).expanduser() for p in args.results]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise CLIError(f"no such file or folder: {', '.join(missing)}")
+    if args.out:
+        out = Path(args.out).expanduser()
+    elif len(paths) == 1 and paths[0].is_dir():
+        out = paths[0]
+    else:
+        out = REPO_ROOT / "results" / "report"
+    entries = report.load_entries(paths)
+    if not entries:
+        raise CLIError(f"no result files (<key>.json) under {', '.join(map(str, paths))}")
+    out.mkdir(parents=True, exist_ok=True)
+    markdown, figures = report.build_report(entries, out, plots=not args.no_plots)
+    (out / "report.md").write_text(markdown)
+    _say(markdown)
+    _say(f"Report: {out / 'report.md'}")
+    for fig in figures:
+        _say(f"Plot: {fig}")
+    return 0
+
+
+COMMAND_FUNCS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "main": cmd_main,
+    "run": cmd_run,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad flags or values, 1 a failed run)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["main", *argv]
+    elif not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        return _fail(f"unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            args = parser.parse_args(["main"])
+        _quiet_flower(getattr(args, "verbose", False))
+        return COMMAND_FUNCS[args.command](args)
+    except CLIError as err:
+        return _fail(str(err))
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0) if not isinstance(exc.code, str) else _fail(exc.code)
+    except KeyboardInterrupt:
+        sys.stderr.write("signguard-sim: interrupted (finished runs are saved; run the same command to resume)\n")
+        return 130
+    except Exception as err:  # noqa: BLE001 - data errors and failed runs: one line, no traceback
+        from clients.tasks import DatasetError
+
+        if isinstance(err, DatasetError):
+            return _fail(" ".join(str(err).split()))
+        raise
+
+
+def _fail(message: str) -> int:
+    message = message if message.startswith("signguard-sim") else f"signguard-sim: error: {message}"
+    sys.stderr.write(message + "\n")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,578 @@
+"""Markdown tables in the paper's shape, from result files (``<key>.json``).
+
+``signguard-sim report RESULTS... --out DIR`` calls :func:`write_report`; the main job prints
+:func:`table1_markdown` and :func:`selected_rates_markdown`.
+
+Results are grouped into **blocks**: runs that share every setting except the defense, the
+attack (with their parameters) and the seed.  A block is one table per kind (one dataset,
+partition, client count, Byzantine count, round budget, ...).  Runs of several seeds of the same
+cell are averaged (accuracy: mean ± standard deviation; detection counts: summed).
+
+Tables:
+
+* **Table I**: best test accuracy (%) per defense × attack; the paper's number beside ours as
+  ``ours (paper)`` where the paper has that cell (same dataset, IID, n = 50, 10 Byzantine).
+* **Table II**: average selected rates of honest (H) and malicious (M) updates for the SignGuard
+  family, beside the paper's (CIFAR-10 only: the dataset may differ from ours).
+* **Selected rates** of every defense (honest / Byzantine).
+* **Table III**: SignGuard ablations (``defense_params`` with ``norm_filter``, ``cluster_filter``,
+  ``clip``), beside the paper's SignGuard-Sim numbers (CIFAR-10).
+* **Detection**: precision / recall of each defense at flagging Byzantine updates, where
+  "detected" = left out of the aggregate (rules that keep every update detect nothing).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import paper_numbers as paper
+from .config import ExperimentConfig, format_params
+from .experiment import RunResult
+from .sweep import load_results
+
+__all__ = [
+    "Entry",
+    "Block",
+    "ABLATION_KEYS",
+    "SIGNGUARD_FAMILY",
+    "load_entries",
+    "group_blocks",
+    "table1_markdown",
+    "table2_markdown",
+    "selected_rates_markdown",
+    "table3_markdown",
+    "detection_markdown",
+    "build_report",
+    "write_report",
+    "entries_from_results",
+    "partition_text",
+    "setting_text",
+]
+
+ABLATION_KEYS = ("norm_filter", "cluster_filter", "clip")
+"""SignGuard's component switches (Table III): thresholding, clustering, norm clipping."""
+SIGNGUARD_FAMILY = ("signguard", "signguard_sim", "signguard_dist")
+
+# Settings that vary inside a block (the table's rows, columns and repetitions) or that do not
+# change what is computed (where the data lives, resources, evaluation cadence).
+_CELL_KEYS = ("defense", "defense_params", "attack", "attack_params", "seed")
+_IGNORED_KEYS = ("data_dir", "num_cpus", "num_gpus", "device", "eval_every")
+_DEFAULTS = ExperimentConfig().to_dict()
+
+_EXTRA_ATTACK_ORDER = ("reverse_scaling", "time_varying", "lie_local")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entries and blocks
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One run with the labels the tables use."""
+
+    result: RunResult
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.result.config
+
+    @property
+    def task(self) -> str:
+        return str(self.config.get("task", "?"))
+
+    @property
+    def defense(self) -> str:
+        return str(self.config.get("defense", "?"))
+
+    @property
+    def attack(self) -> str:
+        return str(self.config.get("attack", "?"))
+
+    @property
+    def defense_params(self) -> dict[str, Any]:
+        return dict(self.config.get("defense_params") or {})
+
+    @property
+    def attack_params(self) -> dict[str, Any]:
+        return dict(self.config.get("attack_params") or {})
+
+    @property
+    def ablation(self) -> tuple[bool, bool, bool] | None:
+        """(thresholding, clustering, clip) when this is a SignGuard ablation run, else None."""
+        params = self.defense_params
+        if self.defense not in SIGNGUARD_FAMILY or not any(k in params for k in ABLATION_KEYS):
+            return None
+        return tuple(bool(params.get(k, True)) for k in ABLATION_KEYS)  # type: ignore[return-value]
+
+    def defense_label(self, *, drop_ablation: bool = False) -> str:
+        params = self.defense_params
+        if drop_ablation:
+            params = {k: v for k, v in params.items() if k not in ABLATION_KEYS}
+        name = paper.DEFENSE_NAMES.get(self.defense, self.defense)
+        return f"{name} [{format_params(params)}]" if params else name
+
+    def attack_label(self) -> str:
+        name = paper.ATTACK_NAMES.get(self.attack, self.attack)
+        params = self.attack_params
+        return f"{name} [{format_params(params)}]" if params else name
+
+    @property
+    def num_clients(self) -> int:
+        return int(self.config.get("num_clients", 0))
+
+    @property
+    def num_byzantine(self) -> int:
+        return int(self.config.get("num_byzantine", 0))
+
+    @property
+    def best_acc(self) -> float:
+        return self.result.best_acc
+
+    def block_key(self, *, without: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
+        """The settings shared by the runs of one table (all but the cell keys)."""
+        cfg = {k: v for k, v in self.config.items() if k not in _CELL_KEYS and k not in _IGNORED_KEYS}
+        partition = cfg.get("partition")
+        if partition != "shard":
+            cfg.pop("partition_s", None)
+        if partition != "dirichlet":
+            cfg.pop("dirichlet_alpha", None)
+        for key in without:
+            cfg.pop(key, None)
+        return tuple(sorted((k, repr(v)) for k, v in cfg.items()))
+
+
+@dataclass
+class Block:
+    """Runs sharing every setting but defense, attack and seed."""
+
+    key: tuple[tuple[str, str], ...]
+    entries: list[Entry]
+    title: str = ""
+    slug: str = ""
+
+    @property
+    def task(self) -> str:
+        return self.entries[0].task
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.entries[0].config
+
+    def matches_table1(self) -> bool:
+        cfg = self.config
+        return all(cfg.get(k) == v for k, v in paper.TABLE1_SETTING.items()) and self.task in paper.TABLE1
+
+
+def load_entries(paths: Iterable[str | Path]) -> list[Entry]:
+    """Every result under ``paths`` (files or folders), one per result key."""
+    seen: dict[str, RunResult] = {}
+    for result in load_results(paths):
+        seen[result.key] = result
+    return [Entry(r) for r in seen.values()]
+
+
+def partition_text(cfg: dict[str, Any]) -> str:
+    partition = cfg.get("partition", "iid")
+    if partition == "iid":
+        return "IID"
+    if partition == "shard":
+        return f"non-IID s = {cfg.get('partition_s')}"
+    if partition == "dirichlet":
+        return f"Dirichlet α = {cfg.get('dirichlet_alpha')}"
+    return str(partition)
+
+
+def setting_text(cfg: dict[str, Any], *, byzantine: bool = True, partition: bool = True) -> str:
+    """``MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 100 rounds``."""
+    task = str(cfg.get("task", "?"))
+    parts = [paper.DATASET_NAMES.get(task, task)]
+    if partition:
+        parts.append(partition_text(cfg))
+    n, m = int(cfg.get("num_clients", 0)), int(cfg.get("num_byzantine", 0))
+    parts.append(f"n = {n}")
+    if byzantine:
+        parts.append(f"{m} Byzantine ({100 * m / n:.0f}%)" if n else f"{m} Byzantine")
+    parts.append(f"{cfg.get('rounds')} rounds")
+    return ", ".join(parts)
+
+
+def _normal(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def group_blocks(entries: Sequence[Entry], *, without: Sequence[str] = ()) -> list[Block]:
+    """Blocks of ``entries`` (ordered by dataset, partition, Byzantine count, rounds)."""
+    groups: dict[tuple, list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.block_key(without=without), []).append(entry)
+    blocks = [Block(key, members) for key, members in groups.items()]
+    task_order = list(paper.DATASET_NAMES)
+
+    def order(block: Block) -> tuple:
+        cfg = block.config
+        task = block.task
+        return (
+            task_order.index(task) if task in task_order else len(task_order),
+            task,
+            str(cfg.get("partition")),
+            float(cfg.get("partition_s") or 0),
+            int(cfg.get("num_clients", 0)),
+            int(cfg.get("num_byzantine", 0)),
+            int(cfg.get("rounds", 0)),
+            repr(block.key),
+        )
+
+    blocks.sort(key=order)
+    # Titles: the main settings, plus whichever other setting tells blocks apart.
+    varying = set()
+    if len(blocks) > 1:
+        all_keys = {k for b in blocks for k, _ in b.key}
+        for key in all_keys:
+            if len({dict(b.key).get(key) for b in blocks}) > 1:
+                varying.add(key)
+    shown = {"task", "partition", "partition_s", "dirichlet_alpha", "num_clients", "num_byzantine", "rounds"}
+    slugs: set[str] = set()
+    for block in blocks:
+        cfg = block.config
+        non_default = {k for k, v in cfg.items() if k in _DEFAULTS and _normal(v) != _normal(_DEFAULTS[k])}
+        extra_keys = (varying | non_default) - shown - set(_CELL_KEYS) - set(_IGNORED_KEYS) - set(without)
+        extras = [f"{k} = {cfg.get(k)}" for k in sorted(extra_keys)]
+        block.title = setting_text(cfg, byzantine="num_byzantine" not in without, partition="partition_s" not in without)
+        if extras:
+            block.title += ", " + ", ".join(extras)
+        slug = _slug(f"{block.task}-{partition_text(cfg)}-n{cfg.get('num_clients')}"
+                     + ("" if "num_byzantine" in without else f"-b{cfg.get('num_byzantine')}")
+                     + f"-r{cfg.get('rounds')}")
+        if "partition_s" in without:
+            slug = _slug(f"{block.task}-noniid-n{cfg.get('num_clients')}-b{cfg.get('num_byzantine')}-r{cfg.get('rounds')}")
+        base, i = slug, 2
+        while slug in slugs:
+            slug, i = f"{base}-{i}", i + 1
+        slugs.add(slug)
+        block.slug = slug
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# Ordering and formatting
+# ---------------------------------------------------------------------------------------------
+
+
+def _defense_order(entry: Entry) -> tuple:
+    order = list(paper.TABLE1_DEFENSES) + ["krum"]
+    return (order.index(entry.defense) if entry.defense in order else len(order), entry.defense, entry.defense_label())
+
+
+def _attack_order(entry: Entry) -> tuple:
+    order = list(paper.TABLE1_ATTACKS) + list(_EXTRA_ATTACK_ORDER)
+    return (order.index(entry.attack) if entry.attack in order else len(order), entry.attack, entry.attack_label())
+
+
+def _ordered(entries: Sequence[Entry], key, label) -> list[str]:
+    out: list[str] = []
+    for entry in sorted(entries, key=key):
+        if label(entry) not in out:
+            out.append(label(entry))
+    return out
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(vals)), float(np.std(vals)), len(vals)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cells(entries: Sequence[Entry], row_label, col_label) -> dict[tuple[str, str], list[Entry]]:
+    cells: dict[tuple[str, str], list[Entry]] = {}
+    for entry in entries:
+        cells.setdefault((row_label(entry), col_label(entry)), []).append(entry)
+    return cells
+
+
+def _seed_note(entries: Sequence[Entry]) -> str:
+    seeds = sorted({int(e.config.get("seed", 0)) for e in entries})
+    if len(seeds) < 2:
+        return ""
+    return f"Seeds {', '.join(map(str, seeds))}: a cell with several runs shows mean±std over its seeds."
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+
+def table1_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
+    """Table I: best test accuracy (%) per defense × attack, one table per block."""
+    entries = [e for e in entries if e.ablation is None]
+    if not entries:
+        return ""
+    out = [f"{heading} Table I — best test accuracy (%)", ""]
+    out.append(
+        "Best test accuracy during training (the paper's metric). Where the paper has the same cell (same dataset, "
+        "IID, n = 50, 10 Byzantine) it stands beside ours as `ours (paper)`; the paper trains 60 epochs "
+        "(MNIST, Fashion-MNIST, AG-News) or 160 (CIFAR-10), our round budget is in each heading."
+    )
+    for block in group_blocks(entries):
+        with_paper = block.matches_table1()
+        cols = _ordered(block.entries, _attack_order, Entry.attack_label)
+        rows = _ordered(block.entries, _defense_order, Entry.defense_label)
+        cells = _cells(block.entries, Entry.defense_label, Entry.attack_label)
+        body = []
+        for row in rows:
+            line = [row]
+            for col in cols:
+                members = cells.get((row, col), [])
+                if not members:
+                    line.append("–")
+                    continue
+                mean, std, k = _mean_std([100 * e.best_acc for e in members])
+                text = _fmt(mean) + (f"±{std:.2f}" if k > 1 else "")
+                first = members[0]
+                ref = (
+                    paper.table1(block.task, first.defense, first.attack)
+                    if with_paper and not first.defense_params and not first.attack_params
+                    else None
+                )
+                if ref is not None:
+                    text += f" ({ref:.2f})"
+                line.append(text)
+            body.append(line)
+        out += ["", f"{heading}# {block.title}", ""]
+        note = _seed_note(block.entries)
+        if note:
+            out += [note, ""]
+        out.append(_table(["defense", *cols], body))
+    return "\n".join(out) + "\n"
+
+
+def table2_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
+    """Table II: average selected rates (honest H, malicious M) of the SignGuard family."""
+    entries = [e for e in entries if e.defense in SIGNGUARD_FAMILY and e.ablation is None and e.num_byzantine > 0]
+    if not entries:
+        return ""
+    out = [f"{heading} Table II — average selected rate of honest (H) and malicious (M) updates, SignGuard family", ""]
+    out.append(
+        "Fraction of the honest / Byzantine updates that entered the aggregate, averaged over rounds. "
+        f"Beside ours in parentheses: the paper's Table II, measured on {paper.DATASET_NAMES[paper.TABLE2_DATASET]} — "
+        "a different dataset and model unless the heading says CIFAR-10."
+    )
+    for block in group_blocks(entries):
+        attacks = _ordered(block.entries, _attack_order, Entry.attack_label)
+        defenses = _ordered(block.entries, _defense_order, Entry.defense_label)
+        cells = _cells(block.entries, Entry.attack_label, Entry.defense_label)
+        header = ["attack"]
+        for d in defenses:
+            header += [f"{d} H", f"{d} M"]
+        body = []
+        for attack in attacks:
+            line = [attack]
+            for d in defenses:
+                members = cells.get((attack, d), [])
+                if not members:
+                    line += ["–", "–"]
+                    continue
+                h, _, _ = _mean_std([e.result.summary()["honest_selected_rate"] for e in members])
+                m, _, _ = _mean_std([e.result.summary()["byzantine_selected_rate"] for e in members])
+                first = members[0]
+                ref = None if first.defense_params or first.attack_params else paper.table2(first.defense, first.attack)
+                line.append(_fmt(h, 4) + (f" ({ref[0]:.4f})" if ref else ""))
+                line.append(_fmt(m, 4) + (f" ({ref[1]:.4f})" if ref else ""))
+            body.append(line)
+        out += ["", f"{heading}# {block.title}", "", _table(header, body)]
+    return "\n".join(out) + "\n"
+
+
+def selected_rates_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
+    """Average selected rates ``honest / Byzantine`` of every defense × attack."""
+    entries = [e for e in entries if e.ablation is None and e.num_byzantine > 0]
+    if not entries:
+        return ""
+    out = [f"{heading} Selected rates — honest / Byzantine updates kept in the aggregate", ""]
+    out.append(
+        "Each cell: average fraction of honest updates / of Byzantine updates that entered the aggregate "
+        "(1.000 / 1.000 for rules that select no rows: Mean, Median, TrMean, GeoMed)."
+    )
+    for block in group_blocks(entries):
+        cols = _ordered(block.entries, _attack_order, Entry.attack_label)
+        rows = _ordered(block.entries, _defense_order, Entry.defense_label)
+        cells = _cells(block.entries, Entry.defense_label, Entry.attack_label)
+        body = []
+        for row in rows:
+            line = [row]
+            for col in cols:
+                members = cells.get((row, col), [])
+                if not members:
+                    line.append("–")
+                    continue
+                h, _, _ = _mean_std([e.result.summary()["honest_selected_rate"] for e in members])
+                m, _, _ = _mean_std([e.result.summary()["byzantine_selected_rate"] for e in members])
+                line.append(f"{_fmt(h, 3)} / {_fmt(m, 3)}")
+            body.append(line)
+        out += ["", f"{heading}# {block.title}", "", _table(["defense", *cols], body)]
+    return "\n".join(out) + "\n"
+
+
+def table3_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
+    """Table III: SignGuard ablations (rows: which components are on), best accuracy (%)."""
+    ablations = [e for e in entries if e.ablation is not None]
+    if not ablations:
+        return ""
+    # The full defense (all components on, no ablation keys) belongs in the table too.
+    keys = {(e.block_key(), e.defense, e.defense_label(drop_ablation=True)) for e in ablations}
+    full = [
+        e
+        for e in entries
+        if e.ablation is None
+        and e.defense in SIGNGUARD_FAMILY
+        and (e.block_key(), e.defense, e.defense_label()) in keys
+    ]
+    selected = ablations + full
+    out = [f"{heading} Table III — ablation of SignGuard's components, best test accuracy (%)", ""]
+    out.append(
+        "thresholding = norm filter (`norm_filter`), clustering = sign clustering (`cluster_filter`), "
+        "norm-clip = clipping to the median norm (`clip`). Beside ours in parentheses: the paper's Table III "
+        f"(SignGuard-Sim on {paper.DATASET_NAMES[paper.TABLE3_DATASET]}; the dataset may differ from ours)."
+    )
+    for block in group_blocks(selected):
+        by_defense: dict[tuple[str, str], list[Entry]] = {}
+        for e in block.entries:
+            by_defense.setdefault((e.defense, e.defense_label(drop_ablation=True)), []).append(e)
+        for (defense, label), members in sorted(by_defense.items()):
+            attacks = [a for a in _ordered(members, _attack_order, lambda e: e.attack)]
+            cells: dict[tuple[tuple[bool, bool, bool], str], list[Entry]] = {}
+            for e in members:
+                cells.setdefault((e.ablation or (True, True, True), e.attack), []).append(e)
+            combos = sorted({c for c, _ in cells}, key=lambda c: (sum(c), [not x for x in c]))
+            body = []
+            for combo in combos:
+                line = ["✓" if on else "" for on in combo]
+                for attack in attacks:
+                    cell = cells.get((combo, attack), [])
+                    if not cell:
+                        line.append("–")
+                        continue
+                    mean, std, k = _mean_std([100 * e.best_acc for e in cell])
+                    text = _fmt(mean) + (f"±{std:.2f}" if k > 1 else "")
+                    ref = paper.table3(*combo, attack) if defense == paper.TABLE3_DEFENSE else None
+                    if ref is not None:
+                        text += f" ({ref:.2f})"
+                    line.append(text)
+                body.append(line)
+            header = ["thresholding", "clustering", "norm-clip", *(paper.ATTACK_NAMES.get(a, a) for a in attacks)]
+            out += ["", f"{heading}# {label}: {block.title}", "", _table(header, body)]
+    return "\n".join(out) + "\n"
+
+
+def detection_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
+    """Precision / recall of flagging Byzantine updates, per defense × attack."""
+    entries = [e for e in entries if e.ablation is None and e.num_byzantine > 0]
+    if not entries:
+        return ""
+    out = [f"{heading} Detection — precision / recall of Byzantine updates", ""]
+    out.append(
+        "Positive = Byzantine. An update counts as detected when it stayed out of the aggregate. Precision = "
+        "TP / (TP + FP), recall = TP / (TP + FN), from the counts summed over rounds (and seeds); – where "
+        "undefined (nothing flagged). Under \"No attack\" the Byzantine clients behave honestly."
+    )
+    for block in group_blocks(entries):
+        cols = _ordered(block.entries, _attack_order, Entry.attack_label)
+        rows = _ordered(block.entries, _defense_order, Entry.defense_label)
+        cells = _cells(block.entries, Entry.defense_label, Entry.attack_label)
+        body = []
+        for row in rows:
+            line = [row]
+            for col in cols:
+                members = cells.get((row, col), [])
+                if not members:
+                    line.append("–")
+                    continue
+                tp = sum(int(e.result.summary()["tp"]) for e in members)
+                fp = sum(int(e.result.summary()["fp"]) for e in members)
+                fn = sum(int(e.result.summary()["fn"]) for e in members)
+                precision = tp / (tp + fp) if tp + fp else float("nan")
+                recall = tp / (tp + fn) if tp + fn else float("nan")
+                line.append(f"{_fmt(precision)} / {_fmt(recall)}")
+            body.append(line)
+        out += ["", f"{heading}# {block.title}", "", _table(["defense", *cols], body)]
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole report
+# ---------------------------------------------------------------------------------------------
+
+
+def build_report(entries: Sequence[Entry], out_dir: str | Path | None = None, *, plots: bool = True) -> tuple[str, list[Path]]:
+    """The report's markdown and (with ``out_dir`` and ``plots``) the PNG figures written there."""
+    entries = list(entries)
+    figures: list[Path] = []
+    if out_dir is not None and plots and entries:
+        from .plots import write_plots
+
+        figures = write_plots(entries, out_dir)
+    n_runs = len(entries)
+    parts = [
+        "# SignGuard-Flower results",
+        "",
+        f"{n_runs} run{'s' if n_runs != 1 else ''}. Generated by `signguard-sim report`; "
+        "the paper's numbers come from `simulations/paper_numbers.py`.",
+        "",
+    ]
+    for section in (
+        table1_markdown(entries, heading="##"),
+        table2_markdown(entries, heading="##"),
+        selected_rates_markdown(entries, heading="##"),
+        table3_markdown(entries, heading="##"),
+        detection_markdown(entries, heading="##"),
+    ):
+        if section:
+            parts += [section]
+    if figures:
+        parts += ["## Figures", ""]
+        base = Path(out_dir) if out_dir is not None else Path(".")
+        for fig in figures:
+            rel = fig.relative_to(base) if fig.is_relative_to(base) else fig
+            parts += [f"![{fig.stem}]({rel.as_posix()})", ""]
+    return "\n".join(parts).rstrip() + "\n", figures
+
+
+def write_report(paths: Iterable[str | Path], out_dir: str | Path, *, plots: bool = True) -> tuple[Path, str, list[Path]]:
+    """Load the results under ``paths``, write ``report.md`` (+ PNGs) into ``out_dir``."""
+    entries = load_entries(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown, figures = build_report(entries, out_dir, plots=plots)
+    path = out_dir / "report.md"
+    path.write_text(markdown)
+    return path, markdown, figures
+
+
+def entries_from_results(results: Iterable[RunResult]) -> list[Entry]:
+    """Entries from in-memory results (one per key)."""
+    seen = {r.key: r for r in results}
+    return [Entry(r) for r in seen.values()]

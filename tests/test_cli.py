@@ -1,0 +1,218 @@
+"""The signguard-sim command: tiny end-to-end runs, resumable sweeps, the main job, bad flags."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulations import cli, paper_sweeps
+from simulations import sweep as sweep_module
+from simulations.cli import main
+from simulations.config import ExperimentConfig
+from simulations.experiment import RoundRecord, RunResult
+
+TINY = ["--num-clients", "4", "--num-byzantine", "1", "--rounds", "2", "--eval-every", "1", "-q"]
+SUMMARY_KEYS = {
+    "best_acc", "final_acc", "initial_acc", "honest_selected_rate", "byzantine_selected_rate",
+    "tp", "fp", "fn", "tn", "precision", "recall", "mean_agg_seconds", "mean_round_seconds", "wall_seconds",
+}
+ROUND_FIELDS = [f.name for f in dataclasses.fields(RoundRecord)]
+
+
+def test_run_end_to_end_writes_json_and_csv(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "runs"
+    rc = main(["run", *TINY, "--defense", "signguard", "--attack", "sign_flip", "--results-dir", str(out)])
+    assert rc == 0
+    [json_path] = list(out.glob("*.json"))
+    [csv_path] = list(out.glob("*.csv"))
+    assert json_path.stem == csv_path.stem
+    assert json_path.stem.startswith("digits-signguard-sign_flip-b1-iid-s0-")
+    data = json.loads(json_path.read_text())
+    assert set(data) == {"key", "engine", "config", "byzantine_partitions", "summary", "rounds"}
+    assert data["engine"] == "inprocess" and data["key"] == json_path.stem
+    assert set(data["summary"]) == SUMMARY_KEYS
+    assert ExperimentConfig(**{**data["config"], "lr_milestones": tuple(data["config"]["lr_milestones"])}).key() == data["key"]
+    assert len(data["byzantine_partitions"]) == 1
+    assert [list(r) for r in data["rounds"]] == [ROUND_FIELDS] * 2
+    for record in data["rounds"]:
+        assert record["received"] == 4
+        assert record["tp"] + record["fn"] == 1  # the one Byzantine client, detected or not
+        assert record["tp"] + record["fp"] + record["fn"] + record["tn"] == 4
+        assert 0.0 <= record["test_acc"] <= 1.0
+    with csv_path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ROUND_FIELDS and len(rows) == 2
+    printed = capsys.readouterr().out
+    assert "best accuracy" in printed and str(json_path) in printed
+
+
+def test_every_experiment_setting_has_a_flag() -> None:
+    flags = {f.field for f in cli.CONFIG_FLAGS}
+    assert flags == {f.name for f in dataclasses.fields(ExperimentConfig)}
+    parser = cli.build_parser()
+    run_help = parser._subparsers._group_actions[0].choices["run"].format_help()  # noqa: SLF001
+    for flag in cli.CONFIG_FLAGS:
+        assert flag.option in run_help
+    assert "--byzantine-fraction" in run_help and "--engine" in run_help and "--ray-address" in run_help
+
+
+def test_run_flags_map_to_the_config() -> None:
+    args = cli.build_parser().parse_args([
+        "run", "--task", "digits", "--defense", "multi_krum", "--defense-params", "f=3", "--attack", "lie",
+        "--attack-params", "z=0.5", "--num-clients", "20", "--byzantine-fraction", "0.25", "--partition", "shard",
+        "--partition-s", "0.5", "--rounds", "7", "--batch-size", "16", "--client-mode", "fedavg", "--local-lr", "0.05",
+        "--local-epochs", "2", "--server-lr", "0.5", "--momentum", "0", "--weight-decay", "0", "--lr-milestones", "3,5",
+        "--seed", "4", "--eval-every", "2", "--knowledge", "benign", "--byzantine-placement", "first", "--declared-f", "4",
+    ])
+    cfg = cli.config_from_args(args)
+    assert cfg == ExperimentConfig(
+        task="digits", defense="multi_krum", defense_params={"f": 3}, attack="lie", attack_params={"z": 0.5},
+        num_clients=20, num_byzantine=5, partition="shard", partition_s=0.5, rounds=7, batch_size=16,
+        client_mode="fedavg", local_lr=0.05, local_epochs=2, server_lr=0.5, momentum=0.0, weight_decay=0.0,
+        lr_milestones=(3, 5), seed=4, eval_every=2, knowledge="benign", byzantine_placement="first", declared_f=4,
+    )
+
+
+def test_sweep_flags_expand_to_the_product() -> None:
+    args = cli.build_parser().parse_args([
+        "sweep", "--defense", "mean,signguard", "--attack", "none,lie", "--byzantine-fraction", "0.1,0.2",
+        "--num-clients", "20", "--defense-params", "",
+    ])
+    configs = cli.configs_from_sweep_args(args)
+    assert len(configs) == 8
+    assert {(c.defense, c.attack, c.num_byzantine) for c in configs} == {
+        (d, a, m) for d in ("mean", "signguard") for a in ("none", "lie") for m in (2, 4)
+    }
+    # Alternatives of rule parameters are separated by ';' (',' separates the parameters).
+    args = cli.build_parser().parse_args(["sweep", "--defense", "signguard_sim", "--defense-params", "clip=False,norm_filter=False;clip=True"])
+    assert [c.defense_params for c in cli.configs_from_sweep_args(args)] == [{"clip": False, "norm_filter": False}, {"clip": True}]
+
+
+def test_sweep_is_resumable(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--defense", "mean,signguard", "--attack", "none,sign_flip", *TINY, "--results-dir", str(out)]
+    assert main(argv) == 0
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 4 and len(list(out.glob("*.csv"))) == 4
+    mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(sweep_module, "run_experiment", must_not_run)
+    assert main(argv) == 0
+    assert "4 runs, 4 already done" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+
+    # An interrupted sweep: one result lost -> only that run is redone.
+    files[0].unlink()
+    calls: list[str] = []
+
+    def fake_run(cfg, **kwargs):
+        calls.append(cfg.key())
+        return RunResult(config=cfg.to_dict(), key=cfg.key(), engine="fake", byzantine_partitions=[0])
+
+    monkeypatch.setattr(sweep_module, "run_experiment", fake_run)
+    assert main(argv) == 0
+    assert calls == [files[0].stem]
+    # --no-reuse redoes every run.
+    calls.clear()
+    assert main([*argv, "--no-reuse"]) == 0
+    assert sorted(calls) == sorted(p.stem for p in files)
+
+
+def test_sweep_list_and_dry_run(tmp_path: Path, capsys) -> None:
+    assert main(["sweep", "--list"]) == 0
+    listing = capsys.readouterr().out
+    for name, build in paper_sweeps.SWEEPS.items():
+        line = next(line for line in listing.splitlines() if line.startswith(name + " "))
+        assert f" {len(build())} " in line
+    assert main(["sweep", "table1-mnist", "--dry-run", "--rounds", "3", "--results-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "90 runs, 0 already done" in printed and "rounds=3" in printed
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_main_job_is_the_default(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = ExperimentConfig(task="digits", num_clients=4, num_byzantine=1, rounds=2, eval_every=1)
+    tiny_main = lambda: [base.replace(defense=d, attack=a) for a in ("none", "sign_flip") for d in ("mean", "signguard")]  # noqa: E731
+    monkeypatch.setitem(paper_sweeps.SWEEPS, "main", tiny_main)
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    assert main(["-q"]) == 0
+    out_dir = tmp_path / "results" / "main"
+    assert len(list(out_dir.glob("*.json"))) == 4
+    printed = capsys.readouterr().out
+    assert "Table I — best test accuracy" in printed and "Selected rates" in printed
+    assert "| SignGuard |" in printed and "Sign-flip" in printed
+    assert (out_dir / "report.md").is_file()
+    pngs = list(out_dir.glob("*.png"))
+    assert pngs and all(str(p) in printed for p in pngs)
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+
+
+def test_the_real_main_job_is_the_paper_setting() -> None:
+    configs = paper_sweeps.build_sweep("main")
+    assert {(c.defense, c.attack) for c in configs} == {
+        (d, a) for d in ("mean", "median", "multi_krum", "signguard") for a in ("none", "lie", "sign_flip")
+    }
+    assert {(c.task, c.num_clients, c.num_byzantine, c.partition) for c in configs} == {("digits", 50, 10, "iid")}
+
+
+BAD = [
+    (["run", "--defense", "foo"], "unknown defense 'foo'; known: bulyan, dnc, geomed, krum, mean, median, multi_krum, signguard"),
+    (["run", "--attack", "bar"], "unknown attack 'bar'; known: byzmean, label_flip, lie"),
+    (["run", "--task", "baz"], "unknown task 'baz'; known: agnews, cifar10, digits, fmnist, mnist"),
+    (["sweep", "--defense", "mean,foo"], "unknown defense 'foo'"),
+    (["run", "--rounds", "x"], "--rounds: expected an integer, got 'x'"),
+    (["run", "--rounds", "0"], "rounds must be >= 1"),
+    (["run", "--defense-params", "nonsense"], "--defense-params: expected"),
+    (["run", "--defense", "multi_krum", "--defense-params", "bogus=1"], "--defense-params for 'multi_krum'"),
+    (["run", "--attack", "lie", "--attack-params", "zz=1"], "--attack-params for 'lie'"),
+    (["run", "--num-byzantine", "60"], "num_byzantine must be in [0, num_clients)"),
+    (["run", "--byzantine-fraction", "1.5"], "--byzantine-fraction must be in [0, 1)"),
+    (["run", "--byzantine-fraction", "0.1", "--num-byzantine", "3"], "not both"),
+    (["run", "--engine", "spark"], "unknown engine 'spark'; known: inprocess, ray"),
+    (["run", "--partition", "zipf"], "unknown partition 'zipf'; known: dirichlet, iid, shard"),
+    (["run", "--partition-s", "3"], "'partition-s' must be in [0, 1]"),
+    (["run", "--device", "nodevice"], "--device: not a torch device"),
+    (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["bogus"], "unknown command 'bogus'; choose one of: main, run, sweep, report"),
+    (["sweep", "nope"], "unknown sweep 'nope'"),
+    (["sweep", "main", "--defense", "mean,median"], "a named sweep takes single values only"),
+    (["report"], "the following arguments are required: RESULTS"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_flags_exit_2_with_one_line(argv: list[str], message: str, capsys) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("signguard-sim"), captured.err
+    assert message in captured.err
+
+
+def test_help_exits_0(capsys) -> None:
+    assert main(["--help"]) == 0
+    assert main(["sweep", "--help"]) == 0
+    assert "comma-separated alternatives" in capsys.readouterr().out
+
+
+def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": ""}
+    script = Path(sys.executable).parent / "signguard-sim"
+    commands = [[sys.executable, "-m", "simulations", "run", "--defense", "foo"]]
+    if script.is_file():
+        commands.append([str(script), "run", "--defense", "foo"])
+    for command in commands:
+        proc = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().endswith("signguard_dist, signguard_sim, trimmed_mean")

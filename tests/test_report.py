@@ -1,0 +1,285 @@
+"""Reports from hand-made result files: table cells, paper pairs, plots."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from simulations import paper_numbers as paper
+from simulations import report
+from simulations.cli import main
+from simulations.config import ExperimentConfig
+from simulations.experiment import RoundRecord, RunResult
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_result(
+    *,
+    task: str = "mnist",
+    defense: str = "mean",
+    attack: str = "none",
+    accs: tuple[float, ...] = (0.5, 0.8, 0.9, 0.85),
+    num_clients: int = 50,
+    num_byzantine: int = 10,
+    honest_rate: float = 1.0,
+    byzantine_rate: float = 1.0,
+    tp: int = 0,
+    fp: int = 0,
+    fn: int = 10,
+    tn: int = 40,
+    seed: int = 0,
+    **settings,
+) -> RunResult:
+    """A finished run with a known accuracy curve and constant per-round detection numbers."""
+    cfg = ExperimentConfig(
+        task=task,
+        defense=defense,
+        attack=attack,
+        num_clients=num_clients,
+        num_byzantine=num_byzantine,
+        rounds=len(accs),
+        seed=seed,
+        **settings,
+    )
+    rounds = [
+        RoundRecord(
+            round=i + 1,
+            test_acc=acc,
+            test_loss=1.0 - acc if not math.isnan(acc) else float("nan"),
+            received=num_clients,
+            valid=num_clients,
+            selected=tn + fn,
+            tp=tp,
+            fp=fp,
+            fn=fn,
+            tn=tn,
+            precision=tp / (tp + fp) if tp + fp else float("nan"),
+            recall=tp / (tp + fn) if tp + fn else float("nan"),
+            honest_selected_rate=honest_rate,
+            byzantine_selected_rate=byzantine_rate,
+            agg_seconds=0.01,
+            round_seconds=0.1,
+            attack=attack,
+            outcome="aggregated",
+        )
+        for i, acc in enumerate(accs)
+    ]
+    return RunResult(
+        config=cfg.to_dict(),
+        key=cfg.key(),
+        engine="inprocess",
+        byzantine_partitions=list(range(num_byzantine)),
+        rounds=rounds,
+        wall_seconds=1.0,
+        initial_acc=0.1,
+    )
+
+
+def write_fixture_results(out: Path) -> Path:
+    """A folder of result files with known numbers (Table I/II/III, detection, all figures)."""
+    nan = float("nan")
+    runs = [
+        # MNIST, the paper's setting: Table I pairs.  Best accuracies 0.90, 0.97, 0.60.
+        make_result(defense="mean", attack="none", accs=(0.5, nan, 0.9, 0.85)),
+        make_result(defense="mean", attack="lie", accs=(0.4, 0.6, 0.5, 0.55)),
+        make_result(
+            defense="signguard", attack="lie", accs=(0.7, 0.97, 0.96, 0.95),
+            honest_rate=0.95, byzantine_rate=0.0, tp=10, fp=2, fn=0, tn=38,
+        ),
+        make_result(
+            defense="signguard", attack="none", accs=(0.7, 0.98, 0.96, 0.95),
+            honest_rate=0.9, byzantine_rate=0.8, tp=2, fp=4, fn=8, tn=36,
+        ),
+        # Two seeds of one cell: mean ± std of 0.80 and 0.90 = 85.00±5.00.
+        make_result(defense="median", attack="lie", accs=(0.1, 0.8, 0.7, 0.6), seed=0),
+        make_result(defense="median", attack="lie", accs=(0.2, 0.9, 0.5, 0.5), seed=1),
+        # Detection hand case: 3 Byzantine of 10, 1 kept, 2 honest rejected (TP 2, FP 2, FN 1, TN 5).
+        make_result(
+            task="digits", defense="multi_krum", attack="sign_flip", num_clients=10, num_byzantine=3,
+            accs=(0.3, 0.85), tp=2, fp=2, fn=1, tn=5, honest_rate=5 / 7, byzantine_rate=1 / 3,
+        ),
+        make_result(task="digits", defense="mean", attack="sign_flip", num_clients=10, num_byzantine=3, accs=(0.3, 0.7)),
+        # Table III: SignGuard-Sim ablations on LIE (and the full rule).
+        make_result(task="cifar10", defense="signguard_sim", attack="lie", accs=(0.5, 0.91),
+                    defense_params={"norm_filter": False}),
+        make_result(task="cifar10", defense="signguard_sim", attack="lie", accs=(0.3, 0.40),
+                    defense_params={"cluster_filter": False, "clip": False}),
+        make_result(task="cifar10", defense="signguard_sim", attack="lie", accs=(0.5, 0.92)),
+        # Fig. 4: Fashion-MNIST at 5 and 10 Byzantine clients, plus the no-attack benchmark.
+        make_result(task="fmnist", defense="mean", attack="none", accs=(0.6, 0.88)),
+        make_result(task="fmnist", defense="signguard_sim", attack="lie", num_byzantine=5, accs=(0.6, 0.87)),
+        make_result(task="fmnist", defense="signguard_sim", attack="lie", num_byzantine=10, accs=(0.6, 0.86)),
+        make_result(task="fmnist", defense="median", attack="lie", num_byzantine=5, accs=(0.6, 0.70)),
+        make_result(task="fmnist", defense="median", attack="lie", num_byzantine=10, accs=(0.6, 0.50)),
+        # Fig. 5: time-varying attack.
+        make_result(task="fmnist", defense="signguard", attack="time_varying", accs=(0.5, 0.7, 0.8, 0.85)),
+        make_result(task="fmnist", defense="median", attack="time_varying", accs=(0.5, 0.3, 0.6, 0.4)),
+        # Fig. 6: non-IID shards at s = 0.3 and 0.8.
+        make_result(task="fmnist", defense="signguard_sim", attack="lie", partition="shard", partition_s=0.3, accs=(0.5, 0.8)),
+        make_result(task="fmnist", defense="signguard_sim", attack="lie", partition="shard", partition_s=0.8, accs=(0.5, 0.85)),
+        make_result(task="fmnist", defense="multi_krum", attack="lie", partition="shard", partition_s=0.3, accs=(0.5, 0.4)),
+        make_result(task="fmnist", defense="multi_krum", attack="lie", partition="shard", partition_s=0.8, accs=(0.5, 0.6)),
+    ]
+    for run in runs:
+        run.write(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fixture_results(tmp_path_factory.mktemp("results"))
+
+
+def _section(markdown: str, heading: str) -> str:
+    """The text under a heading containing ``heading`` up to the next heading of the same level."""
+    start = markdown.index(heading)
+    level = markdown.rfind("\n", 0, start)
+    hashes = markdown[level + 1 : start].strip()
+    rest = markdown[start + len(heading) :]
+    end = re.search(rf"\n{re.escape(hashes)} ", rest)
+    return rest[: end.start()] if end else rest
+
+
+def _row(table: str, label: str) -> list[str]:
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == label:
+            return cells
+    raise AssertionError(f"no row {label!r} in\n{table}")
+
+
+def _header(table: str) -> list[str]:
+    for line in table.splitlines():
+        if line.startswith("| "):
+            return [c.strip() for c in line.strip().strip("|").split("|")]
+    raise AssertionError("no table")
+
+
+def test_table1_cells_and_paper_pairs(results_dir: Path) -> None:
+    entries = report.load_entries([results_dir])
+    md = report.table1_markdown(entries)
+    mnist = _section(md, "MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 4 rounds")
+    assert _header(mnist) == ["defense", "No attack", "LIE"]
+    assert _row(mnist, "Mean") == ["Mean", "90.00 (99.23)", "60.00 (84.49)"]
+    assert _row(mnist, "SignGuard") == ["SignGuard", "98.00 (99.11)", "97.00 (99.15)"]
+    assert _row(mnist, "Median") == ["Median", "–", "85.00±5.00 (74.37)"]
+    # Rows in the paper's order.
+    labels = [line.split("|")[1].strip() for line in mnist.splitlines() if line.startswith("| ") and "defense" not in line]
+    assert labels == ["Mean", "Median", "SignGuard"]
+    # No paper number outside the paper's setting (digits; Fashion-MNIST with 5 Byzantine).
+    digits = _section(md, "Digits 8×8 (MLP), IID, n = 10, 3 Byzantine (30%), 2 rounds")
+    assert _row(digits, "Multi-Krum") == ["Multi-Krum", "85.00"]
+    fm5 = _section(md, "Fashion-MNIST (CNN), IID, n = 50, 5 Byzantine (10%), 2 rounds")
+    assert _row(fm5, "SignGuard-Sim") == ["SignGuard-Sim", "87.00"]
+    fm10 = _section(md, "Fashion-MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 2 rounds")
+    assert _row(fm10, "SignGuard-Sim") == ["SignGuard-Sim", "–", "86.00 (89.36)"]
+    # Ablations are not Table I rows.
+    assert "norm_filter" not in md
+
+
+def test_table2_selected_rates_beside_paper(results_dir: Path) -> None:
+    entries = report.load_entries([results_dir])
+    md = report.table2_markdown(entries)
+    assert "CIFAR-10" in md  # says where the paper's numbers come from
+    mnist = _section(md, "MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 4 rounds")
+    assert _header(mnist) == ["attack", "SignGuard H", "SignGuard M"]
+    assert _row(mnist, "LIE") == ["LIE", "0.9500 (0.9532)", "0.0000 (0.0000)"]
+    assert _row(mnist, "No attack") == ["No attack", "0.9000", "0.8000"]  # the paper has no such row
+
+
+def test_selected_rates_and_detection(results_dir: Path) -> None:
+    entries = report.load_entries([results_dir])
+    rates = _section(report.selected_rates_markdown(entries), "Digits 8×8 (MLP)")
+    assert _row(rates, "Multi-Krum") == ["Multi-Krum", "0.714 / 0.333"]
+    assert _row(rates, "Mean") == ["Mean", "1.000 / 1.000"]
+    detection = _section(report.detection_markdown(entries), "Digits 8×8 (MLP)")
+    assert _row(detection, "Multi-Krum") == ["Multi-Krum", "0.50 / 0.67"]
+    assert _row(detection, "Mean") == ["Mean", "– / 0.00"]  # flags nothing: precision undefined
+    mnist = _section(report.detection_markdown(entries), "MNIST (CNN), IID")
+    assert _row(mnist, "SignGuard") == ["SignGuard", "0.33 / 0.20", "0.83 / 1.00"]
+
+
+def test_table3_ablation_rows(results_dir: Path) -> None:
+    entries = report.load_entries([results_dir])
+    md = report.table3_markdown(entries)
+    table = _section(md, "SignGuard-Sim: CIFAR-10 (ResNet-18)")
+    assert _header(table) == ["thresholding", "clustering", "norm-clip", "LIE"]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("| ") and "thresholding" not in line]
+    assert rows == [
+        ["✓", "", "", "40.00 (56.74)"],
+        ["", "✓", "✓", "91.00 (93.17)"],
+        ["✓", "✓", "✓", "92.00 (92.40)"],
+    ]
+    assert report.table3_markdown([e for e in entries if e.ablation is None]) == ""
+
+
+def test_report_command_writes_markdown_and_plots(results_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    assert main(["report", str(results_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    text = (out / "report.md").read_text()
+    assert "Table I — best test accuracy" in printed
+    for heading in ("Table I", "Table II", "Selected rates", "Table III", "Detection", "Figures"):
+        assert f"## {heading}" in text
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    kinds = {name.split("-")[0] for name in pngs}
+    assert kinds == {"accuracy", "fraction", "timevarying", "noniid"}
+    for name in pngs:
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
+        assert f"({name})" in text  # linked from the report
+    assert any(name.startswith("fraction-fmnist") for name in pngs)
+    assert "noniid-fmnist-noniid-n50-b10-r2.png" in pngs
+
+
+def test_plots_only_for_data_present(tmp_path: Path) -> None:
+    run = make_result(task="digits", defense="signguard", attack="lie", accs=(0.2, 0.5, 0.7))
+    run.write(tmp_path / "r")
+    _, _, figures = report.write_report([tmp_path / "r"], tmp_path / "out")
+    assert [f.name for f in figures] == ["accuracy-digits-iid-n50-b10-r3.png"]
+
+
+def test_report_errors(tmp_path: Path, capsys) -> None:
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no result files" in capsys.readouterr().err
+
+
+PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "design" / "paper-results.md"
+
+
+@pytest.mark.skipif(not PAPER_MD.is_file(), reason="design notes not next to the repository")
+def test_paper_numbers_match_the_notes() -> None:
+    """Every number of Tables I-III in paper_numbers.py is the one in design/paper-results.md."""
+    text = PAPER_MD.read_text()
+    names = {v: k for k, v in paper.DATASET_NAMES.items()}
+    defenses = {v: k for k, v in paper.DEFENSE_NAMES.items()}
+    attacks = {v: k for k, v in paper.ATTACK_NAMES.items()}
+    seen = 0
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line
+        if not line.startswith("| ") or "---" in line:
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if section.startswith("## Table I ") and cells[0] in names:
+            values = [float(v) for v in cells[2:]]
+            assert [paper.table1(names[cells[0]], defenses[cells[1]], a) for a in paper.TABLE1_ATTACKS] == values
+            seen += 1
+        elif section.startswith("## Table II ") and cells[0] in attacks:
+            values = [float(v) for v in cells[1:]]
+            got = [x for d in report.SIGNGUARD_FAMILY for x in paper.table2(d, attacks[cells[0]])]
+            assert got == values
+            seen += 1
+        elif section.startswith("## Table III") and cells[0] in ("✓", ""):
+            combo = tuple(c == "✓" for c in cells[:3])
+            assert [paper.table3(*combo, a) for a in paper.TABLE3_ATTACKS] == [float(v) for v in cells[3:]]
+            seen += 1
+    assert seen == 40 + 5 + 6
