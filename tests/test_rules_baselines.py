@@ -24,6 +24,7 @@ from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 
 from signguard_flwr.rules import RULES, InsufficientClientsError, get_rule
 from signguard_flwr.rules.dnc import sample_coordinates
+from signguard_flwr.rules.mean import single_threaded_torch
 from signguard_flwr.rules.krum import (
     central_row,
     gram_matrix,
@@ -456,6 +457,16 @@ def test_column_blocks_restore_threads_and_allow_concurrent_calls():
     assert torch.get_num_threads() == before
     for r in results:
         assert torch.allclose(r, expected, rtol=1e-6, atol=0)
+
+
+def test_single_threaded_torch_nests_and_restores():
+    before = torch.get_num_threads()
+    with single_threaded_torch():
+        assert torch.get_num_threads() == 1
+        with single_threaded_torch():
+            assert torch.get_num_threads() == 1
+        assert call("median", randn(5, 20000, seed=1)).vector.shape == (20000,)  # no deadlock
+    assert torch.get_num_threads() == before
 
 
 # --------------------------------------------------------------------------- GeoMed optimality

@@ -15,7 +15,7 @@ from .base import (
     check_int,
     check_updates,
 )
-from .mean import require_f
+from .mean import require_f, single_threaded_torch
 
 __all__ = ["dnc", "sample_coordinates"]
 
@@ -155,13 +155,15 @@ def dnc(
         )
     all_scores = torch.empty(niters, n, dtype=torch.float64)
     kept_counts = torch.zeros(n, dtype=torch.long)
-    for it in range(niters):
-        cols = sample_coordinates(d, b, generator)
-        evals, evecs = torch.linalg.eigh(_centred_gram(updates, cols).cpu())
-        scores = evals[-1].clamp_min(0.0) * evecs[:, -1].square()
-        all_scores[it] = scores
-        kept = torch.sort(scores, stable=True).indices[:keep]
-        kept_counts[kept] += 1
+    # n x b work per iteration: threads only add barriers (see mean.single_threaded_torch).
+    with single_threaded_torch():
+        for it in range(niters):
+            cols = sample_coordinates(d, b, generator)
+            evals, evecs = torch.linalg.eigh(_centred_gram(updates, cols).cpu())
+            scores = evals[-1].clamp_min(0.0) * evecs[:, -1].square()
+            all_scores[it] = scores
+            kept = torch.sort(scores, stable=True).indices[:keep]
+            kept_counts[kept] += 1
 
     good = kept_counts == niters
     fallback = not bool(good.any())

@@ -18,6 +18,7 @@ import torch
 
 from . import register
 from .base import AggregationResult, Rule, check_float, check_int, check_updates
+from .mean import single_threaded_torch
 
 __all__ = ["geomed", "weiszfeld"]
 
@@ -140,20 +141,21 @@ def geomed(
 
     # Distances to z are translation invariant; centring keeps them accurate (see krum.py).
     gram = gram_matrix(updates, updates[central_row(updates)]).cpu()
-    weights = torch.ones(n, dtype=torch.float64)
-    alpha, info = weiszfeld(gram, weights, eps, max_iter, tol)
-    total_iterations = info["iterations"]
-    underflow = False
-    for _ in range(reweight_rounds):
-        new_weights = weights * torch.exp(-_distances(gram, alpha))
-        if not bool(new_weights.sum() > 0):
-            underflow = True
-            break
-        weights = new_weights
+    with single_threaded_torch():  # n x n work: threads only add barriers
+        weights = torch.ones(n, dtype=torch.float64)
         alpha, info = weiszfeld(gram, weights, eps, max_iter, tol)
-        total_iterations += info["iterations"]
+        total_iterations = info["iterations"]
+        underflow = False
+        for _ in range(reweight_rounds):
+            new_weights = weights * torch.exp(-_distances(gram, alpha))
+            if not bool(new_weights.sum() > 0):
+                underflow = True
+                break
+            weights = new_weights
+            alpha, info = weiszfeld(gram, weights, eps, max_iter, tol)
+            total_iterations += info["iterations"]
 
-    objective = float(_distances(gram, alpha).sum())
+        objective = float(_distances(gram, alpha).sum())
     vector = alpha.to(device=updates.device, dtype=updates.dtype) @ updates
     out_info = {
         "iterations": total_iterations,

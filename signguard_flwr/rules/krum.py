@@ -32,7 +32,7 @@ from .base import (
     check_int,
     check_updates,
 )
-from .mean import columnwise_apply, map_column_blocks, require_f
+from .mean import columnwise_apply, map_column_blocks, require_f, single_threaded_torch
 
 __all__ = [
     "central_row",
@@ -97,10 +97,11 @@ def central_row(updates: torch.Tensor) -> int:
     """
     n, d = updates.shape
     step = -(-d // _CENTRE_SAMPLE)
-    sample = updates[:, ::step].to(torch.float64)
-    sq_dist = _distances_from_gram(sample @ sample.T)
-    nearest = sq_dist.topk((n + 1) // 2, dim=1, largest=False).values.sum(dim=1)
-    return int(torch.argmin(nearest))
+    with single_threaded_torch():
+        sample = updates[:, ::step].to(torch.float64)
+        sq_dist = _distances_from_gram(sample @ sample.T)
+        nearest = sq_dist.topk((n + 1) // 2, dim=1, largest=False).values.sum(dim=1)
+        return int(torch.argmin(nearest))
 
 
 def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
@@ -197,8 +198,10 @@ def krum(updates: torch.Tensor, f: int, neighbours: str = "canonical") -> Aggreg
     n = updates.shape[0]
     _check_krum_rows("krum", n, f)
     k = _neighbour_count(n, f, neighbours)
-    scores = krum_scores(pairwise_sq_distances(updates).cpu(), k)
-    index = int(torch.argmin(scores))  # first minimum: lowest index on ties
+    sq_dist = pairwise_sq_distances(updates).cpu()
+    with single_threaded_torch():
+        scores = krum_scores(sq_dist, k)
+        index = int(torch.argmin(scores))  # first minimum: lowest index on ties
     return AggregationResult(
         vector=updates[index].clone(),
         selected=_one_hot(n, index, updates.device),
@@ -256,8 +259,10 @@ def multi_krum(
     if m > n:
         raise ValueError(f"m must be <= n (number of rows); got m={m}, n={n}")
     k = _neighbour_count(n, f, neighbours)
-    scores = krum_scores(pairwise_sq_distances(updates).cpu(), k)
-    best = torch.sort(scores, stable=True).indices[:m]
+    sq_dist = pairwise_sq_distances(updates).cpu()
+    with single_threaded_torch():
+        scores = krum_scores(sq_dist, k)
+        best = torch.sort(scores, stable=True).indices[:m]
     selected = torch.zeros(n, dtype=torch.bool)
     selected[best] = True
     selected = selected.to(updates.device)
@@ -380,7 +385,8 @@ def bulyan(updates: torch.Tensor, f: int, variant: str = "canonical") -> Aggrega
 
     theta = n - 2 * f
     beta = theta - 2 * f
-    order = recursive_krum(sq_dist, f, theta)
+    with single_threaded_torch():
+        order = recursive_krum(sq_dist, f, theta)
     rows = torch.tensor(order, device=updates.device)
 
     def kernel(block: torch.Tensor) -> torch.Tensor:
@@ -404,13 +410,14 @@ def _bulyan_reference(
     m_max = n - f - 2
     theta = n - 2 * f - 2
     beta = theta - 2 * f
-    scores = krum_scores(sq_dist.sqrt(), m_max)
-    ranking = torch.sort(scores, stable=True).indices
-    # Static scores: the rows left at round t are all but the t best, so round t averages
-    # ranks t .. m_max - 1.  One (theta x n) weight matrix turns all rounds into one GEMM.
-    weights = torch.zeros(theta, n, dtype=torch.float64)
-    for t in range(theta):
-        weights[t, ranking[t:m_max]] = 1.0 / (m_max - t)
+    with single_threaded_torch():
+        scores = krum_scores(sq_dist.sqrt(), m_max)
+        ranking = torch.sort(scores, stable=True).indices
+        # Static scores: the rows left at round t are all but the t best, so round t averages
+        # ranks t .. m_max - 1.  One (theta x n) weight matrix turns all rounds into one GEMM.
+        weights = torch.zeros(theta, n, dtype=torch.float64)
+        for t in range(theta):
+            weights[t, ranking[t:m_max]] = 1.0 / (m_max - t)
     stored = weights.to(device=updates.device, dtype=updates.dtype) @ updates
 
     vector = columnwise_apply(stored, lambda block: _mean_closest_to_median(block, beta, "low"))

@@ -12,6 +12,9 @@ with its barrier, per small kernel; on a machine whose cores are busy with other
 barrier waits for a descheduled thread, and the same median took 0.42 to 3.0 s from one call to
 the next on the 2-core development machine.  With independent workers pulling blocks from a
 shared queue it took 0.42 s every time, and the Gram matrix of :mod:`.krum` got 25% faster.
+For the same reason the small ``n x n`` stages of the rules run under
+:func:`single_threaded_torch` (a 50 x 50 ``eigh`` took 0.1 ms single-threaded and 200 ms
+with 2 threads on a busy machine).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -39,6 +43,7 @@ __all__ = [
     "median",
     "columnwise_apply",
     "map_column_blocks",
+    "single_threaded_torch",
     "median_of_rows",
     "require_f",
 ]
@@ -55,7 +60,7 @@ MEDIAN_VARIANTS = ("mid", "low")
 
 # torch.set_num_threads is process-wide: one lock serialises the sections that lower it, so
 # that concurrent callers cannot restore each other's value wrongly.
-_THREADS_LOCK = threading.Lock()
+_THREADS_LOCK = threading.RLock()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -64,6 +69,27 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     if workers not in _POOLS:
         _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="signguard-columns")
     return _POOLS[workers]
+
+
+@contextmanager
+def single_threaded_torch() -> Iterator[None]:
+    """Run the body with torch's intra-op parallelism set to 1, then restore it.
+
+    For small work (``n x n`` matrices, a few thousand columns) where thread start-up and
+    barriers cost more than they save.  A no-op when torch is already single-threaded, which
+    is also the case inside :func:`map_column_blocks` workers.  The setting is process-wide:
+    other torch work running concurrently is single-threaded for that time.
+    """
+    if torch.get_num_threads() <= 1:
+        yield
+        return
+    with _THREADS_LOCK:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 def map_column_blocks(
@@ -82,14 +108,9 @@ def map_column_blocks(
     if on_cuda or workers <= 1 or len(starts) < 2:
         return [work(iter(starts))]
     shared = iter(starts)  # next() on a range iterator is atomic under the GIL
-    with _THREADS_LOCK:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            futures = [_pool(workers).submit(work, shared) for _ in range(workers)]
-            return [future.result() for future in futures]
-        finally:
-            torch.set_num_threads(previous)
+    with single_threaded_torch(), _THREADS_LOCK:
+        futures = [_pool(workers).submit(work, shared) for _ in range(workers)]
+        return [future.result() for future in futures]
 
 
 def columnwise_apply(
