@@ -56,6 +56,7 @@ __all__ = [
     "train_sgd",
     "evaluate",
     "local_train",
+    "resolve_device",
     "EVAL_BATCH_SIZE",
 ]
 
@@ -101,6 +102,9 @@ class ClientSettings:
         Epochs of local SGD in ``fedavg`` mode.
     local_lr : float
         Learning rate of local SGD in ``fedavg`` mode (unused by ``fedsgd``).
+    device : str
+        Torch device of local training and evaluation: ``cpu``, ``cuda``, ``cuda:N`` or
+        ``auto`` (CUDA when this process sees a GPU; under Ray, a client given no GPU sees none).
     """
 
     task: str = "digits"
@@ -115,6 +119,7 @@ class ClientSettings:
     batch_size: int = 50
     local_epochs: int = 1
     local_lr: float = 0.1
+    device: str = "cpu"
 
     def resolved_data_dir(self) -> Path:
         """``data_dir`` as an absolute path (default folder when empty)."""
@@ -143,6 +148,7 @@ SETTING_KEYS: dict[str, tuple[str, type]] = {
     "batch-size": ("batch_size", int),
     "local-epochs": ("local_epochs", int),
     "local-lr": ("local_lr", float),
+    "device": ("device", str),
 }
 
 
@@ -220,7 +226,29 @@ def resolve_settings(
     for key, ok, rule in checks:
         if not ok:
             raise ValueError(f"Config key {key!r} {rule}, got {getattr(settings, SETTING_KEYS[key][0])!r}")
+    resolve_device(settings.device)
     return settings
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device named by the ``device`` setting (``auto``: CUDA when visible, else CPU).
+
+    Raises
+    ------
+    ValueError
+        An unknown device name, or CUDA asked for where this process sees no GPU.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Config key 'device': {name!r} is not a torch device (cpu, cuda, cuda:N, auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Config key 'device': {name!r} asked for, but this process sees no CUDA GPU (use 'auto' or 'cpu')")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"Config key 'device': {name!r} is not supported (cpu, cuda, cuda:N, auto)")
+    return device
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,10 +378,10 @@ def client_data_for(settings: ClientSettings, partition_id: int, num_partitions:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_model(task_name: str) -> nn.Module:
+def _cached_model(task_name: str, device: str = "cpu") -> nn.Module:
     # Rebuilding ResNet-18 every round costs more than the round's FedSGD step on small
     # batches; every use overwrites all parameters and buffers with a strict load_state_dict.
-    return get_task(task_name).build_model()
+    return get_task(task_name).build_model().to(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,16 +593,18 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 
 
 @contextlib.contextmanager
-def _client_compute(seed: int) -> Iterator[None]:
+def _client_compute(seed: int, device: torch.device | None = None) -> Iterator[None]:
     """One torch thread (Ray actors share the cores) and a private, seeded torch RNG.
 
-    Dropout and augmentation draw from torch's global generator; forking it keeps runs
-    reproducible per (seed, client, round) without disturbing the caller's RNG state.
+    Dropout and augmentation draw from torch's global generator (and the GPU's, for dropout on
+    CUDA); forking it keeps runs reproducible per (seed, client, round) without disturbing the
+    caller's RNG state.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device is not None and device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=gpus, device_type="cuda"):
             torch.manual_seed(seed)
             yield
     finally:
@@ -609,17 +639,19 @@ def local_train(
     """
     num_classes = data.task.num_classes
     apply_label_transform(torch.zeros(0, dtype=torch.int64), label_transform, num_classes)  # validate early
-    with _client_compute(derive_seed(settings.seed, partition_id, server_round)):
+    device = next(model.parameters()).device  # batches go where the model is
+    with _client_compute(derive_seed(settings.seed, partition_id, server_round), device):
         if settings.client_mode == "fedsgd":
             pos = fedsgd_batch_positions(data.num_train, settings.batch_size, server_round, settings.seed, partition_id)
             x, y = data.train.get_batch(data.train_indices[pos])
-            loss = train_fedsgd(model, (x, apply_label_transform(y, label_transform, num_classes)))
+            y = apply_label_transform(y, label_transform, num_classes)
+            loss = train_fedsgd(model, (x.to(device), y.to(device)))
             return {"num-examples": len(pos), "train-loss": loss}
         positions = fedavg_epoch_positions(
             data.num_train, settings.batch_size, settings.local_epochs, server_round, settings.seed, partition_id
         )
         batches = (
-            (x, apply_label_transform(y, label_transform, num_classes))
+            (x.to(device), apply_label_transform(y, label_transform, num_classes).to(device))
             for x, y in iter_batches(data.train, data.train_indices, settings.batch_size, positions)
         )
         loss, _ = train_sgd(model, batches, settings.local_lr)
@@ -651,12 +683,12 @@ def _node_partition(context: Context) -> tuple[int, int]:
     return pid, num
 
 
-def _load_model(msg: Message, task_name: str) -> nn.Module:
+def _load_model(msg: Message, task_name: str, device: str = "cpu") -> nn.Module:
     try:
         record = msg.content["arrays"]
     except KeyError:
         raise ValueError("Message lacks the ArrayRecord 'arrays' (the global model's state_dict)") from None
-    model = _cached_model(task_name)
+    model = _cached_model(task_name, str(resolve_device(device)))
     # strict=True: a missing, extra or mis-shaped tensor raises instead of training a mix.
     model.load_state_dict(record.to_torch_state_dict(), strict=True)  # type: ignore[union-attr]
     return model
@@ -675,7 +707,7 @@ def train(msg: Message, context: Context) -> Message:
     settings = resolve_settings(context.run_config, config)
     partition_id, num_partitions = _node_partition(context)
     data = client_data_for(settings, partition_id, num_partitions)
-    model = _load_model(msg, settings.task)
+    model = _load_model(msg, settings.task, settings.device)
     label_transform = config.get("label-transform")
     metrics = local_train(
         model,
@@ -702,8 +734,10 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
     settings = resolve_settings(context.run_config, config)
     partition_id, num_partitions = _node_partition(context)
     data = client_data_for(settings, partition_id, num_partitions)
-    model = _load_model(msg, settings.task)
-    with _client_compute(derive_seed(settings.seed, partition_id)):
-        loss, acc, n = evaluate(model, iter_batches(data.test, data.test_indices, EVAL_BATCH_SIZE))
+    model = _load_model(msg, settings.task, settings.device)
+    device = next(model.parameters()).device
+    with _client_compute(derive_seed(settings.seed, partition_id), device):
+        batches = ((x.to(device), y.to(device)) for x, y in iter_batches(data.test, data.test_indices, EVAL_BATCH_SIZE))
+        loss, acc, n = evaluate(model, batches)
     content = RecordDict({"metrics": MetricRecord({"num-examples": n, "eval-loss": loss, "eval-acc": acc})})
     return Message(content=content, reply_to=msg)

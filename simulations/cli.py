@@ -126,7 +126,7 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
     Flag("knowledge", "str", "what colluding attacks see: omniscient (default), benign, colluders"),
     Flag("byzantine_placement", "str", "which clients are Byzantine: random (default) or first"),
     Flag("declared_f", "int", "f told to the defenses that take one (default: the true number of Byzantine clients)"),
-    Flag("device", "str", "torch device of the server side: cpu (default), cuda, cuda:N, auto", listable=False),
+    Flag("device", "str", "torch device of aggregation, evaluation and the simulated clients' training: cpu (default), cuda, cuda:N, auto", listable=False),
     Flag("num_cpus", "float", "CPUs per simulated client (Ray engine; default 1)", listable=False),
     Flag("num_gpus", "float", "GPUs per simulated client (Ray engine; default 0)", listable=False),
 )
@@ -172,13 +172,17 @@ def _values(flag: Flag, raw: str | None, *, listable: bool) -> list[Any] | None:
 def validate(cfg: ExperimentConfig) -> None:
     """Check what the run would reject only later (rule and attack parameters, client settings)."""
     from clients.attacks import AttackParams
-    from clients.client_app import resolve_settings
+    from clients.client_app import resolve_device, resolve_settings
 
     for name in _CHOICE_FIELDS:
         value = getattr(cfg, name)
         known = _choices(name)
         if value not in known:
             raise CLIError(f"unknown {name.replace('_', ' ')} {value!r}; known: {', '.join(known)}")
+    try:
+        resolve_device(cfg.device)
+    except ValueError as err:
+        raise CLIError("--device: " + str(err).replace("Config key 'device': ", "")) from None
     try:
         resolve_settings(cfg.client_config())
     except ValueError as err:
@@ -187,13 +191,6 @@ def validate(cfg: ExperimentConfig) -> None:
         AttackParams.from_config({**cfg.client_config(), "knowledge": cfg.knowledge})
     except (ValueError, TypeError) as err:
         raise CLIError(f"--attack-params for {cfg.attack!r}: {err}") from None
-    if cfg.device not in ("cpu", "auto"):
-        import torch
-
-        try:
-            torch.device(cfg.device)
-        except (RuntimeError, ValueError):
-            raise CLIError(f"--device: not a torch device: {cfg.device!r}") from None
     from .experiment import build_strategy
 
     try:

@@ -196,4 +196,5 @@ CLIENT_KEYS = (
     "local-lr",
     "seed",
     "data-dir",
+    "device",
 )

@@ -182,7 +182,7 @@ BAD = [
     (["run", "--engine", "spark"], "unknown engine 'spark'; known: inprocess, ray"),
     (["run", "--partition", "zipf"], "unknown partition 'zipf'; known: dirichlet, iid, shard"),
     (["run", "--partition-s", "3"], "'partition-s' must be in [0, 1]"),
-    (["run", "--device", "nodevice"], "--device: not a torch device"),
+    (["run", "--device", "nodevice"], "--device: 'nodevice' is not a torch device"),
     (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["bogus"], "unknown command 'bogus'; choose one of: main, run, sweep, report"),
     (["sweep", "nope"], "unknown sweep 'nope'"),

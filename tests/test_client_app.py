@@ -24,6 +24,7 @@ from clients.client_app import (
     fedavg_epoch_positions,
     fedsgd_batch_positions,
     load_client_data,
+    resolve_device,
     resolve_settings,
     train_fedsgd,
 )
@@ -123,11 +124,23 @@ def test_settings_defaults_and_precedence() -> None:
         ({"dirichlet-alpha": 0}, "'dirichlet-alpha'"),
         ({"local-lr": "fast"}, "'local-lr'"),
         ({"download": "maybe"}, "'download'"),
+        ({"device": "tpu-ish"}, "'device'"),
+        ({"device": "meta"}, "'device'"),
     ],
 )
 def test_settings_validation_names_the_key(config: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         resolve_settings(config)
+
+
+def test_device_setting_resolves_where_the_client_trains() -> None:
+    assert resolve_settings({"device": "auto"}).device == "auto"
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            resolve_settings({"device": "cuda"})
 
 
 # ============================================================================ batch schedule
