@@ -64,3 +64,14 @@ def test_byo_server_run_simulation() -> None:
     result = box["result"]
     assert sorted(result.train_metrics_clientapp) == [1, 2]
     assert all(m["received"] == 4 and m["valid"] == 4 for m in result.train_metrics_clientapp.values())
+
+
+def test_readme_shows_the_tested_example() -> None:
+    """The README's ServerApp is this file's code, so what users copy is what the tests run."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (root / "simulations" / "byo_server.py").read_text()
+    body = code[code.index("from flwr.app import"):].strip()
+    assert body in (root / "README.md").read_text()
+    assert 15 <= len([line for line in body.splitlines() if line.strip()]) <= 30  # "about 20 lines"
