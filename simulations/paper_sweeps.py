@@ -81,9 +81,12 @@ def time_varying() -> list[ExperimentConfig]:
 
 def small_budget(task: str, rounds: int) -> Callable[[], list[ExperimentConfig]]:
     def build() -> list[ExperimentConfig]:
-        return expand(_paper(task, rounds, eval_every=max(1, rounds // 5)), attack=["none", "lie"], defense=["mean", "multi_krum", "signguard"])
+        return expand(_paper(task, rounds, eval_every=max(1, rounds // 10)), attack=["none", "lie"], defense=["mean", "multi_krum", "signguard"])
 
-    build.__doc__ = f"{task}: Mean, Multi-Krum, SignGuard × no attack, LIE at {rounds} rounds."
+    build.__doc__ = (
+        f"{task}: Mean, Multi-Krum, SignGuard × no attack, LIE at {rounds} rounds "
+        "(run on a GPU: --device cuda; see docs/results/README.md)."
+    )
     return build
 
 
@@ -94,7 +97,7 @@ SWEEPS: dict[str, Callable[[], list[ExperimentConfig]]] = {
     "fraction-fmnist": byzantine_fraction,
     "noniid-fmnist": non_iid,
     "timevarying-fmnist": time_varying,
-    "cifar10-small": small_budget("cifar10", 10),
+    "cifar10-small": small_budget("cifar10", 8),
     "agnews-small": small_budget("agnews", 50),
 }
 
