@@ -57,6 +57,7 @@ __all__ = [
     "evaluate",
     "local_train",
     "resolve_device",
+    "state_dict_on_cpu",
     "EVAL_BATCH_SIZE",
 ]
 
@@ -683,6 +684,32 @@ def _node_partition(context: Context) -> tuple[int, int]:
     return pid, num
 
 
+def state_dict_on_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` on the CPU, moved from a GPU in one copy per dtype.
+
+    Flower's ``ArrayRecord`` moves each tensor to the CPU on its own: for ResNet-18 that is 122
+    synchronising copies, measured at 87 ms of a 173 ms client call on an H200 (the training
+    step took 12 ms).  One concatenated copy per dtype, split into views on the CPU, is the
+    same data.
+    """
+    state = model.state_dict()
+    if all(t.device.type == "cpu" for t in state.values()):
+        return state
+    return _gather_to_cpu(state)
+
+
+def _gather_to_cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    by_dtype: dict[torch.dtype, list[str]] = {}
+    for key, tensor in state.items():
+        by_dtype.setdefault(tensor.dtype, []).append(key)
+    for dtype, keys in by_dtype.items():
+        flat = torch.cat([state[k].detach().reshape(-1) for k in keys]).cpu()
+        for key, part in zip(keys, torch.split(flat, [state[k].numel() for k in keys]), strict=True):
+            out[key] = part.view(state[key].shape)
+    return {key: out[key] for key in state}  # the state_dict's order
+
+
 def _load_model(msg: Message, task_name: str, device: str = "cpu") -> nn.Module:
     try:
         record = msg.content["arrays"]
@@ -719,7 +746,7 @@ def train(msg: Message, context: Context) -> Message:
     )
     content = RecordDict(
         {
-            "arrays": ArrayRecord(model.state_dict()),
+            "arrays": ArrayRecord(state_dict_on_cpu(model)),
             "metrics": MetricRecord(metrics),
             "diag": ConfigRecord({"partition-id": partition_id}),
         }

@@ -414,3 +414,18 @@ def test_run_simulation_fedavg_digits() -> None:
     assert eval_metrics[2]["eval-acc"] > 0.5
     final = result.arrays.to_torch_state_dict()
     assert list(final) == list(initial_state())
+
+
+def test_state_dict_on_cpu_is_the_state_dict() -> None:
+    from clients.client_app import _gather_to_cpu, state_dict_on_cpu
+    from clients.tasks import get_task
+
+    model = get_task("cifar10").build_model()
+    if torch.cuda.is_available():
+        model = model.cuda()
+    expected = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    for got in (state_dict_on_cpu(model), _gather_to_cpu(model.state_dict())):  # both paths
+        assert list(got) == list(expected)
+        for key, tensor in expected.items():
+            assert got[key].device.type == "cpu" and got[key].dtype == tensor.dtype
+            assert torch.equal(got[key], tensor), key
