@@ -53,26 +53,9 @@ def simulation_env():
 
 def descendant_pids(root: int | None = None) -> list[int]:
     """PIDs of every live descendant of ``root`` (this process by default), from /proc."""
-    root = os.getpid() if root is None else root
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # the command name may contain spaces/parentheses: split after the last ')'
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields[0] == "Z":  # zombies are already dead
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    from simulations.deploy.core import descendants
+
+    return descendants(os.getpid() if root is None else root)
 
 
 def assert_no_ray_processes(timeout: float = 15.0) -> None:
