@@ -270,7 +270,7 @@ def run_on_grid(
     evaluate = make_evaluator(cfg, task, device)
 
     client_config = cfg.client_config()
-    adversary = OmniscientAdversary.from_config(grid, {**client_config, "knowledge": cfg.knowledge})
+    adversary = OmniscientAdversary.from_config(grid, {**client_config, "knowledge": cfg.knowledge}, device=device)
     result = RunResult(
         config=cfg.to_dict(),
         key=cfg.key(),

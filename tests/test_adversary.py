@@ -187,6 +187,22 @@ def test_lie_knowledge(knowledge):
     assert adv.history[0]["knowledge"] == knowledge
 
 
+@pytest.mark.parametrize("attack", ["lie", "byzmean", "min_max", "noise"])
+def test_attack_matrix_on_another_device_gives_the_same_replies(attack):
+    """device= moves the round's matrix (and the attack math) there; replies stay CPU arrays.
+
+    Checked on "cpu" given explicitly everywhere, and on "cuda" where a GPU exists.
+    """
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    reference = updates(run_round(OmniscientAdversary(FakeGrid(), attack=attack, byzantine_partitions=BYZ)))
+    for device in devices:
+        adv = OmniscientAdversary(FakeGrid(), attack=attack, byzantine_partitions=BYZ, device=device)
+        got = updates(run_round(adv))
+        assert adv.device == torch.device(device)
+        for pid in range(6):
+            assert np.allclose(got[pid], reference[pid], atol=1e-5), (device, pid)
+
+
 # ------------------------------------------------------------------------ ByzMean, Min-Max
 
 
