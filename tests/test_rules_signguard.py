@@ -638,3 +638,25 @@ def test_validate_accepts_defaults_and_presets():
         rule.validate(preset="reference")
         rule.validate(preset="reference", sampling="random", clustering="fast", bandwidth_samples=7)
     SIM.validate(state=SignGuardState(), warmup_rounds=0, reference="pairwise", generator=gen())
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: the same selection and aggregate as on the CPU
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("rule", [SG, SIM, DIST])
+@pytest.mark.parametrize("preset", [None, "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu(rule, preset, dtype):
+    _, u = attacked(31, "lie_1")
+    u = u.to(dtype)
+    cpu = rule(u, preset=preset, generator=gen(31))
+    gpu = rule(u.cuda(), preset=preset, generator=gen(31))
+    assert gpu.vector.device.type == "cuda" and gpu.vector.dtype == dtype
+    assert gpu.selected.device.type == "cuda"
+    assert torch.equal(gpu.selected.cpu(), cpu.selected)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    assert torch.allclose(gpu.vector.cpu(), cpu.vector, rtol=tol, atol=tol)
+    assert int(cpu.selected[:F].sum()) == 0  # and the attack is caught on both
