@@ -1,7 +1,7 @@
 """The omniscient simulation adversary: a Grid wrapper that rewrites Byzantine train replies.
 
 Colluding attacks (LIE, ByzMean, Min-Max, Min-Sum) need every client's update of the round, so,
-as every benchmark does (``/work/shared/design/peers.md`` §3), they are simulated on the server
+as every benchmark we surveyed does (design notes, ``peers.md`` §3), they are simulated on the server
 side, *between* the clients' replies and the strategy.  :class:`OmniscientAdversary` wraps the
 real :class:`flwr.serverapp.Grid`; the strategy is handed the wrapper and stays unchanged::
 
