@@ -260,12 +260,13 @@ def run_on_grid(
     ``min_nodes``: nodes a round needs (default ``cfg.num_clients``); a deployment that must go
     on after losing SuperNodes sets it lower once all nodes have connected.
     """
+    from clients.client_app import resolve_device
     from clients.tasks import get_task
 
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     task = get_task(cfg.task)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg.device)  # the clients resolve "auto" the same way
     initial = ArrayRecord(task.build_model().state_dict())
     evaluate = make_evaluator(cfg, task, device)
 
