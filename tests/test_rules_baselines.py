@@ -440,6 +440,24 @@ def test_gram_matrix_matches_direct_products():
     assert torch.allclose(gram_matrix(x32), x32.double() @ x32.double().T, rtol=1e-5)
 
 
+def test_gram_matrix_restores_blas_threads_and_takes_any_layout():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    wide = randn(6, 90000, seed=7, dtype=torch.float32)
+    x = wide[:, ::2]  # non-contiguous rows
+    exact = x.double() @ x.double().T
+    assert torch.allclose(gram_matrix(x), exact, rtol=1e-5)
+    assert torch.allclose(gram_matrix(x.T.contiguous().T), exact, rtol=1e-5)  # column-major
+    grad = x.clone().requires_grad_(True)
+    assert torch.allclose(gram_matrix(grad, grad[0]), gram_matrix(x, x[0]), rtol=0)
+    # The per-call limit of numpy's BLAS to one thread is undone afterwards.
+    assert blas_threads() == before
+
+
 def test_column_blocks_restore_threads_and_allow_concurrent_calls():
     x = randn(9, 40000, seed=6, dtype=torch.float32)  # several blocks: the threaded path
     expected = torch.from_numpy(np.median(x.numpy(), axis=0))
