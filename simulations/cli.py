@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -335,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The main job: sweep 'main' into results/main, then the tables and plots.")
     _add_engine_flags(p)
     p.add_argument("--no-reuse", action="store_true", help="redo runs whose result files exist")
+    _add_jobs_flag(p)
 
     p = sub.add_parser("run", help="one experiment from flags", description="Run one experiment; results into results/runs.")
     _add_config_flags(p, lists=False)
@@ -347,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print the named sweeps and their size")
     p.add_argument("--no-reuse", action="store_true", help="redo runs whose result files exist")
     p.add_argument("--dry-run", action="store_true", help="print the runs without running them")
+    _add_jobs_flag(p)
     _add_config_flags(p, lists=True)
     _add_engine_flags(p)
 
@@ -359,24 +360,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _add_jobs_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", "-j", type=_positive_int, default=1, metavar="N",
+                   help="experiments run at once, each in its own process with cores/N torch threads "
+                   "(in-process engine; default 1)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
 
 
 def _quiet_flower(verbose: bool) -> None:
-    if verbose:
-        return
-    import flwr.common.logger  # noqa: F401 - it sets the level when first imported: import it first
+    if not verbose:
+        from .logs import quiet_flower
 
-    logger = logging.getLogger("flwr")
-    logger.setLevel(logging.WARNING)
-
-    class _Drop(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:  # the strategies always set it
-            return "fraction_evaluate is set to 0.0" not in record.getMessage()
-
-    logger.addFilter(_Drop())
+        quiet_flower()
 
 
 def _engine(args: argparse.Namespace) -> str:
@@ -399,6 +408,9 @@ def _say(text: str = "") -> None:
 def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: argparse.Namespace, *, reuse: bool):
     from .sweep import run_sweep
 
+    jobs = getattr(args, "jobs", 1)
+    if jobs > 1 and _engine(args) != "inprocess":
+        raise CLIError("--jobs > 1 needs the in-process engine: the Ray engine already spreads one run's clients over the workers")
     return run_sweep(
         configs,
         results_dir,
@@ -406,6 +418,7 @@ def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: a
         reuse=reuse,
         show_progress=not args.quiet,
         ray_address=args.ray_address,
+        jobs=jobs,
     )
 
 

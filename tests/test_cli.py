@@ -129,6 +129,40 @@ def test_sweep_is_resumable(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPa
     assert sorted(calls) == sorted(p.stem for p in files)
 
 
+def test_sweep_with_jobs_matches_the_sequential_sweep(tmp_path: Path, capfd) -> None:
+    grid = ["--defense", "mean,signguard", "--attack", "none,sign_flip", *TINY]
+    assert main(["sweep", *grid, "--results-dir", str(tmp_path / "one")]) == 0
+    # Two worker processes; one result already there is reused, the other three are run.
+    sequential = {p.name: json.loads(p.read_text()) for p in (tmp_path / "one").glob("*.json")}
+    first = sorted(sequential)[0]
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / first).write_text((tmp_path / "one" / first).read_text())
+    capfd.readouterr()
+    assert main(["sweep", *grid, "--jobs", "2", "--results-dir", str(tmp_path / "two")]) == 0
+    out, err = capfd.readouterr()
+    assert "4 runs, 1 already done" in out
+    # The workers log as quietly as the parent: no per-round Flower INFO lines.
+    assert "[ROUND" not in out + err and "fraction_evaluate" not in out + err
+    parallel = {p.name: json.loads(p.read_text()) for p in (tmp_path / "two").glob("*.json")}
+    assert sorted(parallel) == sorted(sequential)
+    assert len(list((tmp_path / "two").glob("*.csv"))) == 3  # the copied run brought no CSV
+    for name, data in sequential.items():
+        assert parallel[name]["config"] == data["config"]
+        got = [(r["received"], r["selected"], r["tp"], r["fp"]) for r in parallel[name]["rounds"]]
+        assert got == [(r["received"], r["selected"], r["tp"], r["fp"]) for r in data["rounds"]]
+        assert parallel[name]["summary"]["best_acc"] == pytest.approx(data["summary"]["best_acc"], abs=0.02)
+
+
+def test_sweep_jobs_rejects_bad_values(tmp_path: Path, capsys) -> None:
+    assert main(["sweep", *TINY, "--jobs", "0", "--results-dir", str(tmp_path)]) == 2
+    assert "--jobs" in capsys.readouterr().err
+    assert main(["sweep", *TINY, "--jobs", "2", "--engine", "ray", "--results-dir", str(tmp_path)]) == 2
+    assert "in-process engine" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="jobs"):
+        sweep_module.run_sweep([ExperimentConfig()], tmp_path, jobs=0)
+    assert not list(tmp_path.glob("*.json"))
+
+
 def test_sweep_list_and_dry_run(tmp_path: Path, capsys) -> None:
     assert main(["sweep", "--list"]) == 0
     listing = capsys.readouterr().out
