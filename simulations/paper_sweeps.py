@@ -73,6 +73,19 @@ def non_iid() -> list[ExperimentConfig]:
     return out
 
 
+def ablation() -> list[ExperimentConfig]:
+    """Table III on Fashion-MNIST: SignGuard-Sim's components on/off × Random, Reverse (scaled), LIE."""
+    from .paper_numbers import TABLE3, TABLE3_ATTACKS
+
+    out = []
+    for attack in TABLE3_ATTACKS:
+        for combo in TABLE3:
+            # All components on is the plain defense (no switches): the same run as Table I's.
+            params = {} if all(combo) else dict(zip(("norm_filter", "cluster_filter", "clip"), combo))
+            out.append(_paper("fmnist", 100, attack=attack, defense="signguard_sim", defense_params=params))
+    return out
+
+
 def time_varying() -> list[ExperimentConfig]:
     """Fig. 5: the attack redrawn every 10 rounds (incl. no attack), Fashion-MNIST, 100 rounds."""
     params = {"tv_period": "epoch", "rounds_per_epoch": 10}
@@ -96,6 +109,7 @@ SWEEPS: dict[str, Callable[[], list[ExperimentConfig]]] = {
     "table1-fmnist": table1("fmnist", 100),
     "fraction-fmnist": byzantine_fraction,
     "noniid-fmnist": non_iid,
+    "ablation-fmnist": ablation,
     "timevarying-fmnist": time_varying,
     "cifar10-small": small_budget("cifar10", 8),
     "agnews-small": small_budget("agnews", 50),
