@@ -129,7 +129,17 @@ def test_sweep_is_resumable(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPa
     assert sorted(calls) == sorted(p.stem for p in files)
 
 
-def test_sweep_with_jobs_matches_the_sequential_sweep(tmp_path: Path, capfd) -> None:
+@pytest.fixture
+def stop_resource_tracker():
+    """Stop the process that ``multiprocessing`` starts for a spawn-context pool (it would
+    otherwise live as long as the test process, and the suite leaves no process behind)."""
+    yield
+    from multiprocessing import resource_tracker
+
+    resource_tracker._resource_tracker._stop()  # noqa: SLF001 - no public way; exists since 3.8
+
+
+def test_sweep_with_jobs_matches_the_sequential_sweep(tmp_path: Path, capfd, stop_resource_tracker) -> None:
     grid = ["--defense", "mean,signguard", "--attack", "none,sign_flip", *TINY]
     assert main(["sweep", *grid, "--results-dir", str(tmp_path / "one")]) == 0
     # Two worker processes; one result already there is reused, the other three are run.
@@ -151,6 +161,17 @@ def test_sweep_with_jobs_matches_the_sequential_sweep(tmp_path: Path, capfd) -> 
         got = [(r["received"], r["selected"], r["tp"], r["fp"]) for r in parallel[name]["rounds"]]
         assert got == [(r["received"], r["selected"], r["tp"], r["fp"]) for r in data["rounds"]]
         assert parallel[name]["summary"]["best_acc"] == pytest.approx(data["summary"]["best_acc"], abs=0.02)
+    # The worker processes are gone once the sweep returns (only multiprocessing's resource
+    # tracker stays, which the fixture stops).
+    from .conftest import descendant_pids
+
+    def cmdline(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # exited meanwhile
+            return b"resource_tracker"
+
+    assert [pid for pid in descendant_pids() if b"resource_tracker" not in cmdline(pid)] == []
 
 
 def test_sweep_jobs_rejects_bad_values(tmp_path: Path, capsys) -> None:
