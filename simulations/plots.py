@@ -26,7 +26,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from . import paper_numbers as paper  # noqa: E402
 from .report import Block, Entry, group_blocks  # noqa: E402
 
-__all__ = ["write_plots", "plot_accuracy_curves", "plot_fraction", "plot_time_varying", "plot_noniid"]
+__all__ = ["write_plots", "plot_accuracy_curves", "fraction_panels", "plot_fraction", "plot_time_varying", "plot_noniid"]
 
 _DEFENSE_ORDER = list(paper.DEFENSE_NAMES)
 _ATTACK_ORDER = list(paper.ATTACK_NAMES)
@@ -140,13 +140,36 @@ def _baseline(entries: Sequence[Entry]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def fraction_panels(entries: Sequence[Entry]) -> list[tuple[str, list[tuple[str, list[Entry]]]]]:
+    """What Fig. 4 shows: ``[(attack label, [(defense label, runs), ...]), ...]`` in paper order.
+
+    Only attacks run at two or more Byzantine fractions get a panel, and in it only the defenses
+    run at two or more (a single point is no curve: a report that merges a Table I sweep at 20%
+    with a fraction sweep of a few defenses would otherwise fill the figure with lone markers).
+    Without any such attack, every attacked run is shown.
+    """
+
+    def fractions(runs: Sequence[Entry]) -> int:
+        return len({e.num_byzantine for e in runs})
+
+    attacked = [e for e in entries if e.attack != "none"] or list(entries)
+    by_attack = sorted(_by(attacked, Entry.attack_label).items(), key=lambda kv: _attack_key(kv[1][0]))
+    swept = [(a, runs) for a, runs in by_attack if fractions(runs) >= 2]
+    panels = []
+    for attack, runs in swept or by_attack:
+        defenses = sorted(_by(runs, Entry.defense_label).items(), key=lambda kv: _defense_key(kv[1][0]))
+        if swept:
+            defenses = [(d, r) for d, r in defenses if fractions(r) >= 2]
+        panels.append((attack, defenses))
+    return panels
+
+
 def plot_fraction(group: Block, path: Path, baseline: float | None) -> Path:
     """Accuracy drop (or best accuracy) vs the Byzantine fraction: one panel per attack (Fig. 4)."""
-    attacked = [e for e in group.entries if e.attack != "none"] or list(group.entries)
-    attacks = sorted(_by(attacked, Entry.attack_label).items(), key=lambda kv: _attack_key(kv[1][0]))
-    fig, axes = _panels(len(attacks))
-    for ax, (attack, members) in zip(axes, attacks):
-        for label, runs in sorted(_by(members, Entry.defense_label).items(), key=lambda kv: _defense_key(kv[1][0])):
+    panels = fraction_panels(group.entries)
+    fig, axes = _panels(len(panels))
+    for ax, (attack, defenses) in zip(axes, panels):
+        for label, runs in defenses:
             points: dict[float, list[float]] = {}
             for e in runs:
                 points.setdefault(100 * e.num_byzantine / e.num_clients, []).append(100 * e.best_acc)
@@ -157,7 +180,7 @@ def plot_fraction(group: Block, path: Path, baseline: float | None) -> Path:
             ax.plot(xs, ys, markersize=5, linewidth=1.4, **_style(label, runs[0].defense))
         ax.set_title(attack, fontsize=10)
         ax.set_xlabel("Byzantine clients (%)")
-        ax.set_xticks(sorted({100 * e.num_byzantine / e.num_clients for e in members}))
+        ax.set_xticks(sorted({100 * e.num_byzantine / e.num_clients for _, runs in defenses for e in runs}))
         ax.set_ylabel("accuracy drop (points)" if baseline is not None else "best test accuracy (%)")
         ax.grid(alpha=0.3)
     what = (

@@ -243,6 +243,29 @@ def test_plots_only_for_data_present(tmp_path: Path) -> None:
     assert [f.name for f in figures] == ["accuracy-digits-iid-n50-b10-r3.png"]
 
 
+def test_fraction_figure_keeps_only_swept_curves() -> None:
+    from simulations.plots import fraction_panels
+
+    runs = [
+        make_result(task="fmnist", defense="median", attack="lie", num_byzantine=m) for m in (5, 10, 15)
+    ] + [
+        make_result(task="fmnist", defense="signguard_sim", attack="lie", num_byzantine=m) for m in (5, 10)
+    ] + [
+        make_result(task="fmnist", defense="mean", attack="lie", num_byzantine=10),  # one point: no curve
+        make_result(task="fmnist", defense="median", attack="noise", num_byzantine=10),  # one fraction: no panel
+        make_result(task="fmnist", defense="mean", attack="none", num_byzantine=10),
+    ]
+    entries = report.entries_from_results(runs)
+    panels = fraction_panels(entries)
+    assert [attack for attack, _ in panels] == ["LIE"]
+    assert [(label, sorted(e.num_byzantine for e in members)) for label, members in panels[0][1]] == [
+        ("Median", [5, 10, 15]), ("SignGuard-Sim", [5, 10]),
+    ]
+    # Nothing swept at all: every attacked run stays visible.
+    single = fraction_panels(report.entries_from_results(runs[5:]))
+    assert [attack for attack, _ in single] == ["Noise", "LIE"]
+
+
 def test_report_errors(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
