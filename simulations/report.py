@@ -166,9 +166,12 @@ class Block:
     def config(self) -> dict[str, Any]:
         return self.entries[0].config
 
+    def matches_paper_setting(self) -> bool:
+        """IID, n = 50, 10 Byzantine: the setting of the paper's Tables I–III (any dataset)."""
+        return all(self.config.get(k) == v for k, v in paper.TABLE1_SETTING.items())
+
     def matches_table1(self) -> bool:
-        cfg = self.config
-        return all(cfg.get(k) == v for k, v in paper.TABLE1_SETTING.items()) and self.task in paper.TABLE1
+        return self.matches_paper_setting() and self.task in paper.TABLE1
 
 
 def load_entries(paths: Iterable[str | Path]) -> list[Entry]:
@@ -379,9 +382,11 @@ def table2_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
     out.append(
         "Fraction of the honest / Byzantine updates that entered the aggregate, averaged over rounds. "
         f"Beside ours in parentheses: the paper's Table II, measured on {paper.DATASET_NAMES[paper.TABLE2_DATASET]} — "
-        "a different dataset and model unless the heading says CIFAR-10."
+        "a different dataset and model unless the heading says CIFAR-10 — in blocks with its setting "
+        "(IID, n = 50, 10 Byzantine) only."
     )
     for block in group_blocks(entries):
+        with_paper = block.matches_paper_setting()
         attacks = _ordered(block.entries, _attack_order, Entry.attack_label)
         defenses = _ordered(block.entries, _defense_order, Entry.defense_label)
         cells = _cells(block.entries, Entry.attack_label, Entry.defense_label)
@@ -399,7 +404,11 @@ def table2_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
                 h, _, _ = _mean_std([e.result.summary()["honest_selected_rate"] for e in members])
                 m, _, _ = _mean_std([e.result.summary()["byzantine_selected_rate"] for e in members])
                 first = members[0]
-                ref = None if first.defense_params or first.attack_params else paper.table2(first.defense, first.attack)
+                ref = (
+                    paper.table2(first.defense, first.attack)
+                    if with_paper and not first.defense_params and not first.attack_params
+                    else None
+                )
                 line.append(_fmt(h, 4) + (f" ({ref[0]:.4f})" if ref else ""))
                 line.append(_fmt(m, 4) + (f" ({ref[1]:.4f})" if ref else ""))
             body.append(line)
@@ -478,7 +487,7 @@ def table3_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
                         continue
                     mean, std, k = _mean_std([100 * e.best_acc for e in cell])
                     text = _fmt(mean) + (f"±{std:.2f}" if k > 1 else "")
-                    ref = paper.table3(*combo, attack) if defense == paper.TABLE3_DEFENSE else None
+                    ref = paper.table3(*combo, attack) if defense == paper.TABLE3_DEFENSE and block.matches_paper_setting() else None
                     if ref is not None:
                         text += f" ({ref:.2f})"
                     line.append(text)

@@ -189,6 +189,9 @@ def test_table2_selected_rates_beside_paper(results_dir: Path) -> None:
     assert _header(mnist) == ["attack", "SignGuard H", "SignGuard M"]
     assert _row(mnist, "LIE") == ["LIE", "0.9500 (0.9532)", "0.0000 (0.0000)"]
     assert _row(mnist, "No attack") == ["No attack", "0.9000", "0.8000"]  # the paper has no such row
+    # Outside the paper's setting (here 5 of 50 Byzantine) no paper number stands beside ours.
+    fm5 = _section(md, "Fashion-MNIST (CNN), IID, n = 50, 5 Byzantine (10%), 2 rounds")
+    assert "(" not in "".join(fm5.splitlines()[1:])
 
 
 def test_selected_rates_and_detection(results_dir: Path) -> None:
