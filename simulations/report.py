@@ -472,6 +472,8 @@ def table3_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
         for e in block.entries:
             by_defense.setdefault((e.defense, e.defense_label(drop_ablation=True)), []).append(e)
         for (defense, label), members in sorted(by_defense.items()):
+            # Columns: the attacks some ablation ran under (the full defense may have run under more).
+            members = [e for e in members if e.attack in {m.attack for m in members if m.ablation is not None}]
             attacks = [a for a in _ordered(members, _attack_order, lambda e: e.attack)]
             cells: dict[tuple[tuple[bool, bool, bool], str], list[Entry]] = {}
             for e in members:

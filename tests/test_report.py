@@ -218,6 +218,12 @@ def test_table3_ablation_rows(results_dir: Path) -> None:
         ["✓", "✓", "✓", "92.00 (92.40)"],
     ]
     assert report.table3_markdown([e for e in entries if e.ablation is None]) == ""
+    # The full defense's runs under attacks no ablation ran under add no column.
+    extra = report.entries_from_results([
+        make_result(task="cifar10", defense="signguard_sim", attack="noise", accs=(0.5, 0.7)),
+    ])
+    table = _section(report.table3_markdown(entries + extra), "SignGuard-Sim: CIFAR-10 (ResNet-18)")
+    assert _header(table) == ["thresholding", "clustering", "norm-clip", "LIE"]
 
 
 def test_report_command_writes_markdown_and_plots(results_dir: Path, tmp_path: Path, capsys) -> None:
