@@ -406,11 +406,13 @@ def _say(text: str = "") -> None:
 
 
 def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: argparse.Namespace, *, reuse: bool):
-    from .sweep import run_sweep
+    from .sweep import check_jobs, run_sweep
 
     jobs = getattr(args, "jobs", 1)
-    if jobs > 1 and _engine(args) != "inprocess":
-        raise CLIError("--jobs > 1 needs the in-process engine: the Ray engine already spreads one run's clients over the workers")
+    try:
+        check_jobs(jobs, _engine(args))
+    except ValueError as err:
+        raise CLIError(f"--{err}") from None
     return run_sweep(
         configs,
         results_dir,

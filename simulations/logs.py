@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["quiet_flower"]
+__all__ = ["quiet_flower", "flower_is_quiet"]
 
 
 class _DropEvaluateNotice(logging.Filter):

@@ -76,12 +76,13 @@ def non_iid() -> list[ExperimentConfig]:
 def ablation() -> list[ExperimentConfig]:
     """Table III on Fashion-MNIST: SignGuard-Sim's components on/off × Random, Reverse (scaled), LIE."""
     from .paper_numbers import TABLE3, TABLE3_ATTACKS
+    from .report import ABLATION_KEYS
 
     out = []
     for attack in TABLE3_ATTACKS:
         for combo in TABLE3:
             # All components on is the plain defense (no switches): the same run as Table I's.
-            params = {} if all(combo) else dict(zip(("norm_filter", "cluster_filter", "clip"), combo))
+            params = {} if all(combo) else dict(zip(ABLATION_KEYS, combo))
             out.append(_paper("fmnist", 100, attack=attack, defense="signguard_sim", defense_params=params))
     return out
 

@@ -471,6 +471,7 @@ def table3_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
         by_defense: dict[tuple[str, str], list[Entry]] = {}
         for e in block.entries:
             by_defense.setdefault((e.defense, e.defense_label(drop_ablation=True)), []).append(e)
+        with_paper = block.matches_paper_setting()
         for (defense, label), members in sorted(by_defense.items()):
             # Columns: the attacks some ablation ran under (the full defense may have run under more).
             members = [e for e in members if e.attack in {m.attack for m in members if m.ablation is not None}]
@@ -489,7 +490,7 @@ def table3_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
                         continue
                     mean, std, k = _mean_std([100 * e.best_acc for e in cell])
                     text = _fmt(mean) + (f"±{std:.2f}" if k > 1 else "")
-                    ref = paper.table3(*combo, attack) if defense == paper.TABLE3_DEFENSE and block.matches_paper_setting() else None
+                    ref = paper.table3(*combo, attack) if defense == paper.TABLE3_DEFENSE and with_paper else None
                     if ref is not None:
                         text += f" ({ref:.2f})"
                     line.append(text)

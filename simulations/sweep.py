@@ -20,7 +20,7 @@ from typing import Any
 from .config import ExperimentConfig
 from .experiment import RoundRecord, RunResult, run_experiment
 
-__all__ = ["expand", "run_sweep", "load_results", "result_path"]
+__all__ = ["expand", "run_sweep", "check_jobs", "load_results", "result_path"]
 
 
 def expand(base: ExperimentConfig, **axes: Sequence[Any]) -> list[ExperimentConfig]:
@@ -78,10 +78,7 @@ def run_sweep(
     Progress: one bar over runs and, with ``jobs == 1``, a per-round line for the run in
     progress (tqdm, on stderr).
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
-    if jobs > 1 and engine != "inprocess":
-        raise ValueError(f"jobs > 1 needs the in-process engine (the {engine!r} engine runs one experiment on all workers)")
+    check_jobs(jobs, engine)
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     done: dict[int, RunResult] = {}
@@ -128,6 +125,17 @@ def run_sweep(
     finally:
         bar.close()
     return [done[i] for i in sorted(done)]
+
+
+def check_jobs(jobs: int, engine: str) -> None:
+    """Raise ``ValueError`` unless ``jobs`` experiments at once can run under ``engine``."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if jobs > 1 and engine != "inprocess":
+        raise ValueError(
+            f"jobs > 1 needs the in-process engine: the {engine!r} engine already spreads one "
+            "run's clients over its workers"
+        )
 
 
 def _run_parallel(
