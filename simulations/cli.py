@@ -8,6 +8,7 @@
     signguard-sim sweep --defense mean,signguard --attack none,lie --byzantine-fraction 0.1,0.2
     signguard-sim sweep --list
     signguard-sim report docs/results/table1-mnist --out /tmp/report
+    signguard-sim report --evidence       # rebuild docs/results/report from the evidence folders
 
 Also ``python -m simulations``.  Bad flags or values end with exit code 2 and one line on
 stderr.  See docs/running.md.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -334,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The main job: sweep 'main' into results/main, then the tables and plots.")
     _add_engine_flags(p)
     p.add_argument("--no-reuse", action="store_true", help="redo runs whose result files exist")
-    _add_jobs_flag(p)
+    _add_jobs_flag(p, all_cores=True)
 
     p = sub.add_parser("run", help="one experiment from flags", description="Run one experiment; results into results/runs.")
     _add_config_flags(p, lists=False)
@@ -346,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default=None, help="a named sweep (see --list)")
     p.add_argument("--list", action="store_true", help="print the named sweeps and their size")
     p.add_argument("--no-reuse", action="store_true", help="redo runs whose result files exist")
-    p.add_argument("--dry-run", action="store_true", help="print the runs without running them")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the runs without running them, with the time each run still to do is estimated to take "
+                   "(from the round costs of finished runs here and in docs/results) and the total for --jobs")
     _add_jobs_flag(p)
     _add_config_flags(p, lists=True)
     _add_engine_flags(p)
@@ -354,8 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="markdown tables and plots from result files",
                        description="Tables in the paper's shape (Table I, II, III, detection) and PNG plots from result "
                        "files or folders. Writes report.md and the PNGs into --out and prints the markdown.")
-    p.add_argument("results", nargs="+", metavar="RESULTS", help="result .json files or folders holding them")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the results folder if one is given, else results/report)")
+    p.add_argument("results", nargs="*", metavar="RESULTS", help="result .json files or folders holding them")
+    p.add_argument("--evidence", action="store_true",
+                   help="the committed evidence: the folders of docs/results listed in simulations/report.py's "
+                   "EVIDENCE_FOLDERS, into docs/results/report (or --out)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the results folder if one is given, "
+                   "docs/results/report with --evidence, else results/report)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     return parser
 
@@ -370,10 +378,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_jobs_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--jobs", "-j", type=_positive_int, default=1, metavar="N",
+def _add_jobs_flag(p: argparse.ArgumentParser, *, all_cores: bool = False) -> None:
+    p.add_argument("--jobs", "-j", type=_positive_int, default=None if all_cores else 1, metavar="N",
                    help="experiments run at once, each in its own process with cores/N torch threads "
-                   "(in-process engine; default 1)")
+                   "(in-process engine; default " + ("one per core" if all_cores else "1") + ")")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,6 +417,8 @@ def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: a
     from .sweep import check_jobs, run_sweep
 
     jobs = getattr(args, "jobs", 1)
+    if jobs is None:  # the main job: one experiment per core with the in-process engine
+        jobs = max(1, min(os.cpu_count() or 1, len(configs))) if _engine(args) == "inprocess" else 1
     try:
         check_jobs(jobs, _engine(args))
     except ValueError as err:
@@ -425,8 +435,9 @@ def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: a
 
 
 def cmd_main(args: argparse.Namespace) -> int:
-    from . import report
+    from . import report, verdict
     from .paper_sweeps import build_sweep
+    from .plots import plot_main_summary
 
     engine = _engine(args)
     configs = build_sweep("main")
@@ -438,11 +449,16 @@ def cmd_main(args: argparse.Namespace) -> int:
     _say()
     _say(report.table1_markdown(entries))
     _say(report.selected_rates_markdown(entries))
+    summary = verdict.verdict_markdown(entries)
     markdown, figures = report.build_report(entries, results_dir)
-    (results_dir / "report.md").write_text(markdown)
+    (results_dir / "report.md").write_text(markdown + ("\n" + summary if summary else ""))
+    overview = plot_main_summary(entries, results_dir / "main-summary.png")
     _say(f"Full report: {results_dir / 'report.md'}")
-    for fig in figures:
+    for fig in [overview, *figures]:
         _say(f"Plot: {fig}")
+    if summary:
+        _say()
+        _say(summary)
     _say(f"Main job done in {time.perf_counter() - start:.0f} s.")
     return 0
 
@@ -487,13 +503,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     configs = configs_from_sweep_args(args)
     default = NAMED_SWEEP_RESULTS / args.name if args.name else SWEEP_RESULTS
     results_dir = _results_dir(args, default)
-    done = sum(result_path(results_dir, c).is_file() for c in configs) if not args.no_reuse else 0
-    _say(f"Sweep {args.name or '(flags)'}: {len(configs)} runs, {done} already done, into {results_dir}")
+    finished = {c.key() for c in configs if result_path(results_dir, c).is_file()} if not args.no_reuse else set()
+    _say(f"Sweep {args.name or '(flags)'}: {len(configs)} runs, {len(finished)} already done, into {results_dir}")
     if args.dry_run:
-        for cfg in configs:
-            mark = "done" if result_path(results_dir, cfg).is_file() else "todo"
-            _say(f"  [{mark}] {cfg.key()}  rounds={cfg.rounds}")
-        return 0
+        return _dry_run(configs, finished, results_dir, args.jobs)
     results = _run_configs(configs, results_dir, args, reuse=not args.no_reuse)
     entries = report.entries_from_results(results)
     _say()
@@ -502,9 +515,50 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measured_results(results_dir: Path) -> list:
+    """Finished runs to measure round costs from: ``results_dir`` and every folder of docs/results."""
+    from .sweep import load_results
+
+    evidence = REPO_ROOT / NAMED_SWEEP_RESULTS
+    folders = [results_dir, *(sorted(p for p in evidence.iterdir() if p.is_dir()) if evidence.is_dir() else [])]
+    return load_results([f for f in folders if f.is_dir()])
+
+
+def _dry_run(configs: Sequence[ExperimentConfig], finished: set[str], results_dir: Path, jobs: int) -> int:
+    """List the runs (done / todo, with each todo run's estimated time) and the sweep's estimate."""
+    from .sweep import estimate_seconds
+
+    todo = [c for c in configs if c.key() not in finished]
+    estimate = estimate_seconds(todo, _measured_results(results_dir), jobs=jobs)
+    per_run = {r.config.key(): r.text() for r in estimate.runs}
+    for cfg in configs:
+        if cfg.key() in finished:
+            _say(f"  [done] {cfg.key()}  rounds={cfg.rounds}")
+        else:
+            _say(f"  [todo] {cfg.key()}  rounds={cfg.rounds}  {per_run[cfg.key()]}")
+    line = estimate.line()
+    _say(line[0].upper() + line[1:] + ".")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from . import report
 
+    if args.evidence:
+        if args.results:
+            raise CLIError("give RESULTS or --evidence, not both")
+        out = Path(args.out).expanduser() if args.out else None
+        try:
+            path, markdown, figures = report.write_evidence_report(REPO_ROOT, out, plots=not args.no_plots)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        _say(markdown)
+        _say(f"Report: {path}")
+        for fig in figures:
+            _say(f"Plot: {fig}")
+        return 0
+    if not args.results:
+        raise CLIError("signguard-sim report: error: the following arguments are required: RESULTS (or --evidence) (see --help)")
     paths = [Path(p).expanduser() for p in args.results]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:

@@ -39,6 +39,7 @@ DATASET_NAMES: dict[str, str] = {
     "cifar10": "CIFAR-10 (ResNet-18)",
     "agnews": "AG-News (TextRNN)",
     "digits": "Digits 8×8 (MLP)",
+    "mnist-mini": "MNIST-mini (CNN, bundled 10k subset)",
 }
 DEFENSE_NAMES: dict[str, str] = {
     "mean": "Mean",

@@ -1,7 +1,9 @@
 """Markdown tables in the paper's shape, from result files (``<key>.json``).
 
 ``signguard-sim report RESULTS... --out DIR`` calls :func:`write_report`; the main job prints
-:func:`table1_markdown` and :func:`selected_rates_markdown`.
+:func:`table1_markdown` and :func:`selected_rates_markdown`; ``signguard-sim report --evidence``
+calls :func:`write_evidence_report`, which rebuilds ``docs/results/report`` from the folders of
+:data:`EVIDENCE_FOLDERS`.
 
 Results are grouped into **blocks**: runs that share every setting except the defense, the
 attack (with their parameters) and the seed.  A block is one table per kind (one dataset,
@@ -10,8 +12,10 @@ cell are averaged (accuracy: mean ± standard deviation; detection counts: summe
 
 Tables:
 
-* **Table I**: best test accuracy (%) per defense × attack; the paper's number beside ours as
-  ``ours (paper)`` where the paper has that cell (same dataset, IID, n = 50, 10 Byzantine).
+* **Table I**: best / final test accuracy (%) per defense × attack; the paper's number beside ours
+  as ``best / final (paper)`` where the paper has that cell (same dataset, IID, n = 50, 10
+  Byzantine); cells of one seed marked †; per block, whether Mean without attack has converged
+  (its last three evaluations within 0.5 points).
 * **Table II**: average selected rates of honest (H) and malicious (M) updates for the SignGuard
   family, beside the paper's (CIFAR-10 only: the dataset may differ from ours).
 * **Selected rates** of every defense (honest / Byzantine).
@@ -45,12 +49,20 @@ __all__ = [
     "load_entries",
     "group_blocks",
     "table1_markdown",
+    "last_evaluations",
+    "has_converged",
+    "convergence_line",
+    "CONVERGENCE_POINTS",
+    "ONE_SEED_MARK",
     "table2_markdown",
     "selected_rates_markdown",
     "table3_markdown",
     "detection_markdown",
     "build_report",
     "write_report",
+    "EVIDENCE_FOLDERS",
+    "evidence_folders",
+    "write_evidence_report",
     "entries_from_results",
     "partition_text",
     "setting_text",
@@ -67,6 +79,11 @@ _IGNORED_KEYS = ("data_dir", "num_cpus", "num_gpus", "device", "eval_every")
 _DEFAULTS = ExperimentConfig().to_dict()
 
 _EXTRA_ATTACK_ORDER = ("reverse_scaling", "time_varying", "lie_local")
+
+CONVERGENCE_POINTS = 0.5
+"""Mean without attack has converged when its last three evaluations lie within this many points."""
+ONE_SEED_MARK = "†"
+"""Marks a Table I cell of one run (no standard deviation)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +318,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     vals = [v for v in values if not math.isnan(v)]
     if not vals:
         return float("nan"), float("nan"), 0
-    return float(np.mean(vals)), float(np.std(vals)), len(vals)
+    # Sample standard deviation (ddof=1): with 3 seeds the population formula understates the
+    # spread, and the evidence rule is to claim no difference smaller than that spread.
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -329,16 +348,82 @@ def _seed_note(entries: Sequence[Entry]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _mean_none_runs(entries: Sequence[Entry]) -> list[Entry]:
+    """The runs of Mean without attack (no rule or attack parameters), by seed."""
+    runs = [e for e in entries if e.defense == "mean" and e.attack == "none" and not e.defense_params and not e.attack_params]
+    return sorted(runs, key=lambda e: (int(e.config.get("seed", 0)), e.result.key))
+
+
+def last_evaluations(result: RunResult, k: int = 3) -> list[tuple[int, float]]:
+    """The last ``k`` evaluations of a run: ``(round, test accuracy in %)``, rounds with a test accuracy."""
+    evals = [(r.round, 100 * r.test_acc) for r in result.rounds if not math.isnan(r.test_acc)]
+    return evals[-k:]
+
+
+def has_converged(result: RunResult, *, k: int = 3, tolerance: float = CONVERGENCE_POINTS) -> bool:
+    """Whether the run's last ``k`` evaluations lie within ``tolerance`` points (max − min)."""
+    evals = [acc for _, acc in last_evaluations(result, k)]
+    return len(evals) == k and max(evals) - min(evals) <= tolerance + 1e-9
+
+
+def convergence_line(entries: Sequence[Entry]) -> str:
+    """Whether Mean without attack has converged in a block, with the values it is judged on.
+
+    ``Mean (no attack) last three evaluations 98.50, 98.60, 98.60 (rounds 280, 290, 300):
+    converged (max − min 0.10 ≤ 0.5 points)``; with several seeds, each seed's three values.
+    """
+    runs = _mean_none_runs(entries)
+    if not runs:
+        return "Convergence: no Mean (no attack) run in this block."
+    tol = f"{CONVERGENCE_POINTS:g}"
+    parts, spreads, short = [], [], []
+    for e in runs:
+        evals = last_evaluations(e.result)
+        values = ", ".join(f"{acc:.2f}" for _, acc in evals)
+        rounds = ", ".join(str(r) for r, _ in evals)
+        prefix = f"seed {e.config.get('seed', 0)}: " if len(runs) > 1 else ""
+        parts.append(f"{prefix}{values} (round{'s' if len(evals) != 1 else ''} {rounds})" if evals else f"{prefix}none")
+        if len(evals) < 3:
+            short.append(e)
+        else:
+            spreads.append((e, max(a for _, a in evals) - min(a for _, a in evals)))
+    text = "Convergence: Mean (no attack) last three evaluations " + ("; ".join(parts) if len(runs) > 1 else parts[0])
+    if short:
+        which = "" if len(runs) == 1 else " of seed " + ", ".join(str(e.config.get("seed", 0)) for e in short)
+        return text + f": not converged (fewer than three evaluations{which})."
+    worst_entry, worst = max(spreads, key=lambda s: s[1])
+    ok = all(has_converged(e.result) for e, _ in spreads)
+    if len(runs) == 1:
+        verdict = f"converged (max − min {worst:.2f} ≤ {tol} points)" if ok else f"not converged (max − min {worst:.2f} > {tol} points)"
+    elif ok:
+        verdict = f"converged (every seed's max − min ≤ {tol} points, at most {worst:.2f})"
+    else:
+        verdict = f"not converged (seed {worst_entry.config.get('seed', 0)}: max − min {worst:.2f} > {tol} points)"
+    return f"{text}: {verdict}."
+
+
+def _acc_text(values: Sequence[float]) -> str:
+    mean, std, k = _mean_std(values)
+    return _fmt(mean) + (f"±{std:.2f}" if k > 1 else "")
+
+
 def table1_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
-    """Table I: best test accuracy (%) per defense × attack, one table per block."""
+    """Table I: best / final test accuracy (%) per defense × attack, one table per block.
+
+    Each block also says whether Mean without attack has converged (:func:`convergence_line`);
+    cells of one run carry :data:`ONE_SEED_MARK`.
+    """
     entries = [e for e in entries if e.ablation is None]
     if not entries:
         return ""
-    out = [f"{heading} Table I — best test accuracy (%)", ""]
+    out = [f"{heading} Table I — best test accuracy / final test accuracy (%)", ""]
     out.append(
-        "Best test accuracy during training (the paper's metric). Where the paper has the same cell (same dataset, "
-        "IID, n = 50, 10 Byzantine) it stands beside ours as `ours (paper)`; the paper trains 60 epochs "
-        "(MNIST, Fashion-MNIST, AG-News) or 160 (CIFAR-10), our round budget is in each heading."
+        "Each cell: best test accuracy during training (the paper's metric) / accuracy at the last evaluation "
+        "(the final round). Where the paper has the same cell (same dataset, IID, n = 50, 10 Byzantine) its "
+        "number stands beside ours as `best / final (paper)`; the paper trains 60 epochs (MNIST, Fashion-MNIST, "
+        "AG-News) or 160 (CIFAR-10), our round budget is in each heading. A cell of several seeds shows "
+        f"mean±std over them; {ONE_SEED_MARK} marks a cell of one seed. Convergence: whether Mean without attack "
+        f"has converged, i.e. its last three evaluations lie within {CONVERGENCE_POINTS:g} points of each other."
     )
     for block in group_blocks(entries):
         with_paper = block.matches_table1()
@@ -346,6 +431,7 @@ def table1_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
         rows = _ordered(block.entries, _defense_order, Entry.defense_label)
         cells = _cells(block.entries, Entry.defense_label, Entry.attack_label)
         body = []
+        one_seed = False
         for row in rows:
             line = [row]
             for col in cols:
@@ -353,8 +439,10 @@ def table1_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
                 if not members:
                     line.append("–")
                     continue
-                mean, std, k = _mean_std([100 * e.best_acc for e in members])
-                text = _fmt(mean) + (f"±{std:.2f}" if k > 1 else "")
+                text = _acc_text([100 * e.best_acc for e in members]) + " / " + _acc_text([100 * e.result.final_acc for e in members])
+                if len(members) == 1:
+                    text += ONE_SEED_MARK
+                    one_seed = True
                 first = members[0]
                 ref = (
                     paper.table1(block.task, first.defense, first.attack)
@@ -369,7 +457,10 @@ def table1_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
         note = _seed_note(block.entries)
         if note:
             out += [note, ""]
+        out += [convergence_line(block.entries), ""]
         out.append(_table(["defense", *cols], body))
+        if one_seed:
+            out += ["", f"{ONE_SEED_MARK} one seed."]
     return "\n".join(out) + "\n"
 
 
@@ -539,8 +630,19 @@ def detection_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str
 # ---------------------------------------------------------------------------------------------
 
 
-def build_report(entries: Sequence[Entry], out_dir: str | Path | None = None, *, plots: bool = True) -> tuple[str, list[Path]]:
-    """The report's markdown and (with ``out_dir`` and ``plots``) the PNG figures written there."""
+def build_report(
+    entries: Sequence[Entry],
+    out_dir: str | Path | None = None,
+    *,
+    plots: bool = True,
+    command: str = "signguard-sim report",
+    sources: Sequence[str] = (),
+) -> tuple[str, list[Path]]:
+    """The report's markdown and (with ``out_dir`` and ``plots``) the PNG figures written there.
+
+    The markdown depends only on the results (no date, no absolute path: figures are linked
+    relative to ``out_dir``); ``command`` and ``sources`` (folder names) say where it came from.
+    """
     entries = list(entries)
     figures: list[Path] = []
     if out_dir is not None and plots and entries:
@@ -548,11 +650,13 @@ def build_report(entries: Sequence[Entry], out_dir: str | Path | None = None, *,
 
         figures = write_plots(entries, out_dir)
     n_runs = len(entries)
+    origin = f"Generated by `{command}`"
+    if sources:
+        origin += " from " + ", ".join(f"`{s}`" for s in sources)
     parts = [
         "# SignGuard-Flower results",
         "",
-        f"{n_runs} run{'s' if n_runs != 1 else ''}. Generated by `signguard-sim report`; "
-        "the paper's numbers come from `simulations/paper_numbers.py`.",
+        f"{n_runs} run{'s' if n_runs != 1 else ''}. {origin}; the paper's numbers come from `simulations/paper_numbers.py`.",
         "",
     ]
     for section in (
@@ -579,6 +683,61 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path, *, plots: boo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, figures = build_report(entries, out_dir, plots=plots)
+    path = out_dir / "report.md"
+    path.write_text(markdown)
+    return path, markdown, figures
+
+
+EVIDENCE_DIR = Path("docs") / "results"
+"""Where the named sweeps' results live, relative to the repository root."""
+EVIDENCE_REPORT_DIR = EVIDENCE_DIR / "report"
+"""The committed report, relative to the repository root."""
+EVIDENCE_FOLDERS = (
+    "main",
+    "table1-mnist",
+    "bulyan-reference-mnist",
+    "table1-fmnist",
+    "converged-mnist",
+    "converged-fmnist",
+    "cifar10-small",
+    "agnews-small",
+    "timevarying-fmnist",
+    "fraction-fmnist",
+    "noniid-fmnist",
+    "ablation-fmnist",
+)
+"""The folders of ``docs/results`` that ``docs/results/report`` is built from, in this order (a
+result present in two folders counts once, as the later folder's copy)."""
+
+
+def evidence_folders(repo_root: str | Path) -> list[Path]:
+    """The :data:`EVIDENCE_FOLDERS` under ``repo_root``/docs/results that hold result files.
+
+    A folder not there yet, or empty (a sweep that has just started), is skipped, so that it
+    changes nothing in the report, not even the list of sources.
+    """
+    base = Path(repo_root) / EVIDENCE_DIR
+    return [base / name for name in EVIDENCE_FOLDERS if (base / name).is_dir() and any((base / name).rglob("*.json"))]
+
+
+def write_evidence_report(
+    repo_root: str | Path, out_dir: str | Path | None = None, *, plots: bool = True
+) -> tuple[Path, str, list[Path]]:
+    """Build the evidence report from :data:`EVIDENCE_FOLDERS` into ``out_dir``.
+
+    ``out_dir`` defaults to ``repo_root``/docs/results/report (``signguard-sim report
+    --evidence``).  Folders missing or empty under ``repo_root`` are skipped; ``ValueError`` (and nothing
+    written) when none holds a result.  Returns the path of ``report.md``, its markdown and the
+    figures written.
+    """
+    folders = evidence_folders(repo_root)
+    entries = load_entries(folders)
+    if not entries:
+        raise ValueError(f"no result files (<key>.json) in {EVIDENCE_DIR.as_posix()}/{{{','.join(EVIDENCE_FOLDERS)}}}")
+    out_dir = Path(out_dir) if out_dir is not None else Path(repo_root) / EVIDENCE_REPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = [(EVIDENCE_DIR / f.name).as_posix() for f in folders]
+    markdown, figures = build_report(entries, out_dir, plots=plots, command="signguard-sim report --evidence", sources=sources)
     path = out_dir / "report.md"
     path.write_text(markdown)
     return path, markdown, figures

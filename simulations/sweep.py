@@ -6,21 +6,36 @@ sweep that is interrupted and started again finds the finished runs on disk and 
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
+import math
 import multiprocessing
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import ExperimentConfig
 from .experiment import RoundRecord, RunResult, run_experiment
 
-__all__ = ["expand", "run_sweep", "check_jobs", "load_results", "result_path"]
+__all__ = [
+    "expand",
+    "run_sweep",
+    "check_jobs",
+    "load_results",
+    "result_path",
+    "RunEstimate",
+    "SweepEstimate",
+    "round_seconds",
+    "estimate_seconds",
+    "format_duration",
+]
 
 
 def expand(base: ExperimentConfig, **axes: Sequence[Any]) -> list[ExperimentConfig]:
@@ -165,6 +180,164 @@ def _run_parallel(
             # finished is already on disk and a restart resumes from there.
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Time estimates (``signguard-sim sweep ... --dry-run``)
+# ---------------------------------------------------------------------------------------------
+
+#: How measured runs are matched to a planned run, most specific first.
+MATCH_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("task+defense+attack", ("task", "defense", "attack")),
+    ("task+defense", ("task", "defense")),
+    ("task", ("task",)),
+)
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """The estimated duration of one planned run.
+
+    ``seconds = rounds × per_round``, ``per_round`` the median per-round cost of the
+    ``measured`` runs matched at ``match`` (one of :data:`MATCH_LEVELS`'s names); ``None`` /
+    ``""`` / 0 when no run of the task was measured on that kind of device, ``missing`` saying so.
+    """
+
+    config: ExperimentConfig
+    seconds: float | None
+    per_round: float | None
+    match: str
+    measured: int
+    missing: str = ""
+
+    def text(self) -> str:
+        if self.seconds is None:
+            return self.missing
+        runs = f"{self.measured} run{'s' if self.measured != 1 else ''}"
+        return f"~{format_duration(self.seconds)} ({self.per_round:.2f} s/round, {self.match}, {runs})"
+
+
+@dataclass(frozen=True)
+class SweepEstimate:
+    """Per-run estimates and the whole sweep's, ``jobs`` runs at once."""
+
+    runs: list[RunEstimate]
+    work_seconds: float
+    """Sum of the estimated runs' seconds (runs without a measurement are left out)."""
+    wall_seconds: float
+    """Wall-clock time with ``jobs`` runs at once, in the sweep's order (≈ work / jobs)."""
+    jobs: int
+    measured_runs: int
+    """Distinct measured runs (result keys) that some estimate is taken from."""
+    unmeasured: dict[str, int]
+    """``no measurement for task X`` (+ device note) -> number of planned runs it applies to."""
+
+    def line(self) -> str:
+        """``estimated 3 h 20 min (6 h 40 min of work, 2 jobs at once), from measured round costs of 45 runs``."""
+        estimated = [r for r in self.runs if r.seconds is not None]
+        if not self.runs:
+            return "nothing to run"
+        parts = []
+        if estimated:
+            at_once = f"{self.jobs} jobs at once" if self.jobs > 1 else "one run at a time"
+            runs = f"{self.measured_runs} run{'s' if self.measured_runs != 1 else ''}"
+            parts.append(
+                f"estimated {format_duration(self.wall_seconds)} ({format_duration(self.work_seconds)} of work, "
+                f"{at_once}), from measured round costs of {runs}"
+            )
+        for missing, n in self.unmeasured.items():
+            parts.append(f"{missing} ({n} run{'s' if n != 1 else ''} not in the estimate)")
+        return "; ".join(parts)
+
+
+def _device_kind(cfg: ExperimentConfig | dict[str, Any]) -> str:
+    device = str(cfg.get("device", "cpu") if isinstance(cfg, dict) else cfg.device) or "cpu"
+    return device.split(":")[0]
+
+
+def round_seconds(result: RunResult) -> float | None:
+    """Mean seconds per round of a finished run (its summary's ``mean_round_seconds``), or None."""
+    values = [r.round_seconds for r in result.rounds if not math.isnan(r.round_seconds) and r.round_seconds > 0]
+    return sum(values) / len(values) if values else None
+
+
+def estimate_seconds(
+    configs: Sequence[ExperimentConfig], measured: Iterable[RunResult], *, jobs: int = 1
+) -> SweepEstimate:
+    """Estimate how long ``configs`` take from the per-round costs of ``measured`` results.
+
+    Each planned run costs ``rounds × per-round cost``, the cost being the median over the
+    measured runs that match it most specifically: same task, defense and attack, else same task
+    and defense, else same task (:data:`MATCH_LEVELS`).  Only runs on the same kind of device
+    (cpu, cuda, ...) count: a GPU measurement says nothing about a CPU run.  Runs of a task
+    without any measurement are listed in ``unmeasured`` and left out of the totals.  The
+    wall-clock time schedules the runs in order on ``jobs`` workers, each taking the next run
+    when it is free (what ``run_sweep(jobs=...)`` does).
+    """
+    costs: dict[str, tuple[dict[str, Any], float]] = {}
+    for result in measured:
+        cost = round_seconds(result)
+        if cost is not None:
+            costs[result.key] = (result.config, cost)
+    # (level name, key values + device) -> [(result key, cost)]
+    index: dict[tuple, list[tuple[str, float]]] = {}
+    devices: dict[str, set[str]] = {}  # task -> device kinds measured
+    for key, (cfg, cost) in costs.items():
+        devices.setdefault(str(cfg.get("task")), set()).add(_device_kind(cfg))
+        for level, fields in MATCH_LEVELS:
+            index.setdefault((level, *(str(cfg.get(f)) for f in fields), _device_kind(cfg)), []).append((key, cost))
+    runs: list[RunEstimate] = []
+    used: set[str] = set()
+    unmeasured: dict[str, int] = {}
+    for cfg in configs:
+        found = None
+        for level, fields in MATCH_LEVELS:
+            matches = index.get((level, *(str(getattr(cfg, f)) for f in fields), _device_kind(cfg)))
+            if matches:
+                found = level, matches
+                break
+        if found is None:
+            missing = f"no measurement for task {cfg.task}"
+            elsewhere = sorted(devices.get(cfg.task, set()))
+            if elsewhere:
+                missing += f" on {_device_kind(cfg)}, measured on {', '.join(elsewhere)} only"
+            elif _device_kind(cfg) != "cpu":
+                missing += f" on {_device_kind(cfg)}"
+            runs.append(RunEstimate(cfg, None, None, "", 0, missing))
+            unmeasured[missing] = unmeasured.get(missing, 0) + 1
+            continue
+        level, matches = found
+        per_round = statistics.median(cost for _, cost in matches)
+        used.update(key for key, _ in matches)
+        runs.append(RunEstimate(cfg, cfg.rounds * per_round, per_round, level, len(matches)))
+    durations = [r.seconds for r in runs if r.seconds is not None]
+    return SweepEstimate(
+        runs=runs,
+        work_seconds=float(sum(durations)),
+        wall_seconds=_makespan(durations, jobs),
+        jobs=jobs,
+        measured_runs=len(used),
+        unmeasured=unmeasured,
+    )
+
+
+def _makespan(durations: Sequence[float], jobs: int) -> float:
+    """Finish time of ``durations`` run in order on ``jobs`` workers (next run to the first free one)."""
+    workers = [0.0] * max(1, min(jobs, len(durations)))
+    for seconds in durations:
+        heapq.heapreplace(workers, workers[0] + seconds)
+    return float(max(workers)) if durations else 0.0
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3 h 20 min`` (rounded to the minute from a minute on)."""
+    if seconds < 59.5:
+        return f"{max(0, round(seconds))} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def _init_worker(threads: int, quiet: bool) -> None:

@@ -196,6 +196,54 @@ def test_sweep_list_and_dry_run(tmp_path: Path, capsys) -> None:
     assert not list(tmp_path.glob("*.json"))
 
 
+def _timed_result(cfg: ExperimentConfig, seconds_per_round: float) -> RunResult:
+    nan = float("nan")
+    rounds = [
+        RoundRecord(round=i + 1, test_acc=0.5, test_loss=nan, received=4, valid=4, selected=4, tp=0, fp=0, fn=1, tn=3,
+                    precision=nan, recall=0.0, honest_selected_rate=1.0, byzantine_selected_rate=1.0, agg_seconds=0.0,
+                    round_seconds=seconds_per_round, attack=cfg.attack, outcome="aggregated")
+        for i in range(cfg.rounds)
+    ]
+    return RunResult(config=cfg.to_dict(), key=cfg.key(), engine="inprocess", byzantine_partitions=[0], rounds=rounds)
+
+
+def test_sweep_dry_run_estimates_the_time(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round costs come from the sweep's folder and every folder of docs/results; done runs cost nothing."""
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    base = ExperimentConfig(task="digits", num_clients=4, num_byzantine=1, rounds=120)
+    # Measured elsewhere: Mean without attack at 0.5 s/round, SignGuard under LIE at 1 s/round.
+    _timed_result(base.replace(defense="mean", attack="none", rounds=3), 0.5).write(tmp_path / "docs" / "results" / "old")
+    _timed_result(base.replace(defense="signguard", attack="lie", rounds=2), 1.0).write(tmp_path / "sweep")
+    # Already done in the sweep's folder (and itself a measurement of Mean under sign-flip, 9 s/round).
+    _timed_result(base.replace(defense="mean", attack="sign_flip"), 9.0).write(tmp_path / "sweep")
+    argv = ["sweep", "--task", "digits", "--num-clients", "4", "--num-byzantine", "1", "--rounds", "120",
+            "--defense", "mean,signguard", "--attack", "none,sign_flip", "--dry-run", "-j", "2",
+            "--results-dir", str(tmp_path / "sweep")]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Sweep (flags): 4 runs, 1 already done")
+    runs = {line.split()[1]: line for line in lines[1:5]}
+    keys = {(d, a): base.replace(defense=d, attack=a).key() for d in ("mean", "signguard") for a in ("none", "sign_flip")}
+    assert runs[keys["mean", "sign_flip"]] == f"  [done] {keys['mean', 'sign_flip']}  rounds=120"
+    assert runs[keys["mean", "none"]].endswith("rounds=120  ~1 min (0.50 s/round, task+defense+attack, 1 run)")
+    # SignGuard without attack: same task and defense (1 s/round); under sign-flip too.
+    assert runs[keys["signguard", "none"]].endswith("rounds=120  ~2 min (1.00 s/round, task+defense, 1 run)")
+    assert runs[keys["signguard", "sign_flip"]].endswith("rounds=120  ~2 min (1.00 s/round, task+defense, 1 run)")
+    # 60 + 120 + 120 s of work; two at once: 60 + 120 on one worker, 120 on the other.
+    assert lines[5] == "Estimated 3 min (5 min of work, 2 jobs at once), from measured round costs of 2 runs."
+    assert len(lines) == 6
+    assert len(list((tmp_path / "sweep").glob("*.json"))) == 2  # nothing ran
+
+
+def test_sweep_dry_run_names_unmeasured_tasks(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)  # no docs/results at all
+    argv = ["sweep", "--task", "digits", "--defense", "mean,median", "--rounds", "5", "--dry-run", "--results-dir", str(tmp_path / "s")]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.endswith("rounds=5  no measurement for task digits") for line in lines[1:3])
+    assert lines[3] == "No measurement for task digits (2 runs not in the estimate)."
+
+
 def test_main_job_is_the_default(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     base = ExperimentConfig(task="digits", num_clients=4, num_byzantine=1, rounds=2, eval_every=1)
     tiny_main = lambda: [base.replace(defense=d, attack=a) for a in ("none", "sign_flip") for d in ("mean", "signguard")]  # noqa: E731
@@ -216,9 +264,10 @@ def test_main_job_is_the_default(tmp_path: Path, capsys, monkeypatch: pytest.Mon
 def test_the_real_main_job_is_the_paper_setting() -> None:
     configs = paper_sweeps.build_sweep("main")
     assert {(c.defense, c.attack) for c in configs} == {
-        (d, a) for d in ("mean", "median", "multi_krum", "signguard") for a in ("none", "lie", "sign_flip")
+        (d, a) for d in ("mean", "median", "multi_krum", "signguard") for a in ("none", "min_max")
     }
-    assert {(c.task, c.num_clients, c.num_byzantine, c.partition) for c in configs} == {("digits", 50, 10, "iid")}
+    assert {(c.task, c.num_clients, c.num_byzantine, c.partition) for c in configs} == {("mnist-mini", 50, 10, "iid")}
+    assert {(c.rounds, c.eval_every, c.seed) for c in configs} == {(150, 5, 0)}
 
 
 BAD = [

@@ -32,6 +32,7 @@ def make_result(
     fn: int = 10,
     tn: int = 40,
     seed: int = 0,
+    round_seconds: float = 0.1,
     **settings,
 ) -> RunResult:
     """A finished run with a known accuracy curve and constant per-round detection numbers."""
@@ -62,7 +63,7 @@ def make_result(
             honest_selected_rate=honest_rate,
             byzantine_selected_rate=byzantine_rate,
             agg_seconds=0.01,
-            round_seconds=0.1,
+            round_seconds=round_seconds,
             attack=attack,
             outcome="aggregated",
         )
@@ -162,23 +163,105 @@ def _header(table: str) -> list[str]:
 def test_table1_cells_and_paper_pairs(results_dir: Path) -> None:
     entries = report.load_entries([results_dir])
     md = report.table1_markdown(entries)
+    assert "Table I — best test accuracy / final test accuracy (%)" in md
     mnist = _section(md, "MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 4 rounds")
     assert _header(mnist) == ["defense", "No attack", "LIE"]
-    assert _row(mnist, "Mean") == ["Mean", "90.00 (99.23)", "60.00 (84.49)"]
-    assert _row(mnist, "SignGuard") == ["SignGuard", "98.00 (99.11)", "97.00 (99.15)"]
-    assert _row(mnist, "Median") == ["Median", "–", "85.00±5.00 (74.37)"]
+    # best / final (the last evaluated round; NaN rounds are not evaluations), † = one seed.
+    assert _row(mnist, "Mean") == ["Mean", "90.00 / 85.00† (99.23)", "60.00 / 55.00† (84.49)"]
+    assert _row(mnist, "SignGuard") == ["SignGuard", "98.00 / 95.00† (99.11)", "97.00 / 95.00† (99.15)"]
+    # Two seeds: best 80 and 90, final 60 and 50 -> mean ± std of each, no one-seed mark.
+    assert _row(mnist, "Median") == ["Median", "–", "85.00±7.07 / 55.00±7.07 (74.37)"]
+    assert "Seeds 0, 1: a cell with several runs shows mean±std over its seeds." in mnist
+    assert "\n† one seed." in mnist
+    # Mean without attack: evaluations 50, 90, 85 at rounds 1, 3, 4 (round 2 not evaluated).
+    assert (
+        "Convergence: Mean (no attack) last three evaluations 50.00, 90.00, 85.00 (rounds 1, 3, 4): "
+        "not converged (max − min 40.00 > 0.5 points)."
+    ) in mnist
     # Rows in the paper's order.
     labels = [line.split("|")[1].strip() for line in mnist.splitlines() if line.startswith("| ") and "defense" not in line]
     assert labels == ["Mean", "Median", "SignGuard"]
     # No paper number outside the paper's setting (digits; Fashion-MNIST with 5 Byzantine).
     digits = _section(md, "Digits 8×8 (MLP), IID, n = 10, 3 Byzantine (30%), 2 rounds")
-    assert _row(digits, "Multi-Krum") == ["Multi-Krum", "85.00"]
+    assert _row(digits, "Multi-Krum") == ["Multi-Krum", "85.00 / 85.00†"]
+    assert "Convergence: Mean (no attack) last three evaluations" not in digits
     fm5 = _section(md, "Fashion-MNIST (CNN), IID, n = 50, 5 Byzantine (10%), 2 rounds")
-    assert _row(fm5, "SignGuard-Sim") == ["SignGuard-Sim", "87.00"]
+    assert _row(fm5, "SignGuard-Sim") == ["SignGuard-Sim", "87.00 / 87.00†"]
+    assert "Convergence: no Mean (no attack) run in this block." in fm5
     fm10 = _section(md, "Fashion-MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 2 rounds")
-    assert _row(fm10, "SignGuard-Sim") == ["SignGuard-Sim", "–", "86.00 (89.36)"]
+    assert _row(fm10, "SignGuard-Sim") == ["SignGuard-Sim", "–", "86.00 / 86.00† (89.36)"]
+    assert "Convergence: Mean (no attack) last three evaluations 60.00, 88.00 (rounds 1, 2): not converged (fewer than three evaluations)." in fm10
     # Ablations are not Table I rows.
     assert "norm_filter" not in md
+
+
+def _curve(*tail: float, rounds: int = 30, every: int = 10) -> tuple[float, ...]:
+    """Accuracies of ``rounds`` rounds evaluated every ``every`` rounds, ending with ``tail``."""
+    nan = float("nan")
+    accs = [nan] * rounds
+    evaluated = [r for r in range(1, rounds + 1) if r % every == 0]
+    for r, acc in zip(evaluated[-len(tail):], tail):
+        accs[r - 1] = acc
+    return tuple(accs)
+
+
+def test_convergence_line_converged_and_not() -> None:
+    converged = make_result(accs=_curve(0.985, 0.986, 0.9855))
+    assert report.has_converged(converged)
+    assert report.last_evaluations(converged) == [(10, pytest.approx(98.5)), (20, pytest.approx(98.6)), (30, pytest.approx(98.55))]
+    line = report.convergence_line(report.entries_from_results([converged]))
+    assert line == (
+        "Convergence: Mean (no attack) last three evaluations 98.50, 98.60, 98.55 (rounds 10, 20, 30): "
+        "converged (max − min 0.10 ≤ 0.5 points)."
+    )
+    unconverged = make_result(accs=_curve(0.90, 0.93, 0.95))
+    assert not report.has_converged(unconverged)
+    assert report.convergence_line(report.entries_from_results([unconverged])) == (
+        "Convergence: Mean (no attack) last three evaluations 90.00, 93.00, 95.00 (rounds 10, 20, 30): "
+        "not converged (max − min 5.00 > 0.5 points)."
+    )
+    # Exactly 0.5 points is converged; other defenses and attacked Mean runs do not count.
+    edge = make_result(accs=_curve(0.90, 0.905, 0.9))
+    others = [make_result(defense="signguard", accs=_curve(0.1, 0.5, 0.9)), make_result(attack="lie", accs=_curve(0.1, 0.5, 0.9))]
+    assert report.convergence_line(report.entries_from_results([edge, *others])).endswith(
+        "90.00, 90.50, 90.00 (rounds 10, 20, 30): converged (max − min 0.50 ≤ 0.5 points)."
+    )
+    # Several seeds: each seed's values; converged only when every seed is.
+    seeds = [
+        make_result(accs=_curve(0.985, 0.986, 0.9855), seed=0),
+        make_result(accs=_curve(0.97, 0.98, 0.979), seed=1),
+    ]
+    assert report.convergence_line(report.entries_from_results(seeds)) == (
+        "Convergence: Mean (no attack) last three evaluations seed 0: 98.50, 98.60, 98.55 (rounds 10, 20, 30); "
+        "seed 1: 97.00, 98.00, 97.90 (rounds 10, 20, 30): not converged (seed 1: max − min 1.00 > 0.5 points)."
+    )
+    seeds[1] = make_result(accs=_curve(0.979, 0.98, 0.9799), seed=1)
+    assert report.convergence_line(report.entries_from_results(seeds)).endswith(
+        ": converged (every seed's max − min ≤ 0.5 points, at most 0.10)."
+    )
+
+
+def test_table1_blocks_carry_their_convergence_line() -> None:
+    """A converged 300-round block and an unconverged 100-round block, side by side."""
+    runs = [
+        make_result(accs=_curve(0.985, 0.986, 0.9855, rounds=300), seed=s) for s in (0, 1)
+    ] + [
+        make_result(defense="signguard", attack="lie", accs=_curve(0.97, 0.98, 0.975, rounds=300), seed=s) for s in (0, 1)
+    ] + [
+        make_result(defense="signguard", attack="none", accs=_curve(0.95, 0.96, 0.97, rounds=300)),
+        make_result(accs=_curve(0.89, 0.92, 0.95, rounds=100)),
+    ]
+    md = report.table1_markdown(report.entries_from_results(runs))
+    long = _section(md, "MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 300 rounds")
+    assert "(rounds 280, 290, 300): converged (every seed's max − min ≤ 0.5 points, at most 0.10)." in long
+    assert _row(long, "Mean") == ["Mean", "98.60±0.00 / 98.55±0.00 (99.23)", "–"]
+    assert _row(long, "SignGuard") == ["SignGuard", "97.00 / 97.00† (99.11)", "98.00±0.00 / 97.50±0.00 (99.15)"]
+    assert "\n† one seed." in long
+    short = _section(md, "MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 100 rounds")
+    assert "89.00, 92.00, 95.00 (rounds 80, 90, 100): not converged (max − min 6.00 > 0.5 points)." in short
+    # A block whose every cell averages several seeds has no one-seed footnote.
+    multi = report.table1_markdown(report.entries_from_results(runs[:4]))
+    assert "†" not in multi.split("|---", 1)[1]
 
 
 def test_table2_selected_rates_beside_paper(results_dir: Path) -> None:
@@ -236,7 +319,7 @@ def test_report_command_writes_markdown_and_plots(results_dir: Path, tmp_path: P
         assert f"## {heading}" in text
     pngs = sorted(p.name for p in out.glob("*.png"))
     kinds = {name.split("-")[0] for name in pngs}
-    assert kinds == {"accuracy", "fraction", "timevarying", "noniid"}
+    assert kinds == {"accuracy", "selection", "fraction", "timevarying", "noniid"}
     for name in pngs:
         data = (out / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
@@ -249,7 +332,7 @@ def test_plots_only_for_data_present(tmp_path: Path) -> None:
     run = make_result(task="digits", defense="signguard", attack="lie", accs=(0.2, 0.5, 0.7))
     run.write(tmp_path / "r")
     _, _, figures = report.write_report([tmp_path / "r"], tmp_path / "out")
-    assert [f.name for f in figures] == ["accuracy-digits-iid-n50-b10-r3.png"]
+    assert [f.name for f in figures] == ["accuracy-digits-iid-n50-b10-r3.png", "selection-digits-iid-n50-b10-r3.png"]
 
 
 def test_fraction_figure_keeps_only_swept_curves() -> None:

@@ -22,9 +22,9 @@ from clients.tasks.text import PAD_INDEX, UNK_INDEX, Vocabulary, encode_texts, n
 
 
 def test_registry_names_and_classes() -> None:
-    assert set(TASKS) == {"digits", "mnist", "fmnist", "cifar10", "agnews"}
+    assert set(TASKS) == {"digits", "mnist-mini", "mnist", "fmnist", "cifar10", "agnews"}
     assert {n: t.num_classes for n, t in TASKS.items()} == {
-        "digits": 10, "mnist": 10, "fmnist": 10, "cifar10": 10, "agnews": 4,
+        "digits": 10, "mnist-mini": 10, "mnist": 10, "fmnist": 10, "cifar10": 10, "agnews": 4,
     }
     assert all(isinstance(t, Task) and t.name == n for n, t in TASKS.items())
     with pytest.raises(ValueError, match="Unknown task 'svhn'"):
@@ -415,3 +415,39 @@ def test_real_agnews(real_data_dir: Path) -> None:
     assert np.bincount(test.targets).tolist() == [1900] * 4
     assert len(train.vocab) == ds.AGNEWS_VOCAB_SIZE
     assert int(train.data.max()) < ds.AGNEWS_VOCAB_SIZE
+
+
+# ============================================================================ bundled MNIST subset
+
+
+def test_mnist_mini_ships_with_the_repository_and_needs_no_data_dir(tmp_path: Path) -> None:
+    task = get_task("mnist-mini")
+    assert not task.needs_data_dir and task.build_model().__class__ is MnistCNN
+    train, test = task.load(tmp_path / "nothing-here")  # the folder does not matter
+    assert (len(train), len(test)) == (10_000, 2_000)
+    assert np.bincount(train.targets).tolist() == [1000] * 10
+    assert np.bincount(test.targets).tolist() == [200] * 10
+    x, y = train.get_batch(np.arange(4))
+    assert x.shape == (4, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+def test_mnist_mini_missing_file_says_how_to_rebuild(tmp_path: Path) -> None:
+    from clients.tasks.datasets import DatasetNotFoundError, load_mnist_mini
+
+    with pytest.raises(DatasetNotFoundError, match="make_mnist_mini"):
+        load_mnist_mini(tmp_path / "mnist_mini.npz")
+
+
+def test_mnist_mini_is_its_recipe_applied_to_mnist(real_data_dir: Path, tmp_path: Path) -> None:
+    """The committed file is exactly what make_mnist_mini builds from full MNIST."""
+    from clients.tasks.datasets import MNIST_MINI_PATH
+    from clients.tasks.make_mnist_mini import build
+
+    try:
+        rebuilt = build(real_data_dir, tmp_path / "mini.npz")
+    except DatasetError:
+        pytest.skip("full MNIST not found in the offline data folder")
+    with np.load(MNIST_MINI_PATH) as shipped, np.load(rebuilt) as fresh:
+        assert sorted(shipped.files) == sorted(fresh.files)
+        for key in shipped.files:
+            assert np.array_equal(shipped[key], fresh[key]), key

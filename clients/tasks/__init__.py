@@ -30,6 +30,7 @@ from .datasets import (
     load_digits_dataset,
     load_fmnist,
     load_mnist,
+    load_mnist_mini,
 )
 from .models import DigitsMLP, MnistCNN, TextRNN, cifar_resnet18, count_parameters
 from .partitions import PARTITIONS, dirichlet_partition, iid_partition, partition, shard_partition
@@ -108,12 +109,24 @@ def _load_digits(_data_dir: Path, _download: bool) -> tuple[ArrayDataset, ArrayD
     return load_digits_dataset()
 
 
+def _load_mnist_mini(_data_dir: Path, _download: bool) -> tuple[ArrayDataset, ArrayDataset]:
+    # Bundled with the repository: the data directory and download flag do not apply.
+    return load_mnist_mini()
+
+
 TASKS: dict[str, Task] = {
     "digits": Task(
         name="digits",
         num_classes=10,
         model_fn=DigitsMLP,
         loader=_load_digits,
+        needs_data_dir=False,
+    ),
+    "mnist-mini": Task(
+        name="mnist-mini",
+        num_classes=10,
+        model_fn=MnistCNN,
+        loader=_load_mnist_mini,
         needs_data_dir=False,
     ),
     "mnist": Task(name="mnist", num_classes=10, model_fn=MnistCNN, loader=load_mnist),

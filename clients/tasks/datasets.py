@@ -54,6 +54,8 @@ __all__ = [
     "load_digits_dataset",
     "load_mnist",
     "load_fmnist",
+    "load_mnist_mini",
+    "MNIST_MINI_PATH",
     "load_cifar10",
     "load_agnews",
     "MNIST_MEAN",
@@ -67,6 +69,8 @@ __all__ = [
 
 #: Environment variable that overrides the default data directory.
 DATA_DIR_ENV = "SIGNGUARD_DATA_DIR"
+#: The bundled MNIST subset of the ``mnist-mini`` task (built by ``clients/tasks/make_mnist_mini.py``).
+MNIST_MINI_PATH = Path(__file__).resolve().parent / "data" / "mnist_mini.npz"
 #: Where Debian's ``dataset-fashion-mnist`` package installs the gzipped IDX files.
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -470,6 +474,37 @@ def load_mnist(data_dir: str | Path, download: bool = False) -> tuple[ArrayDatas
 
     d = Path(data_dir).expanduser()
     return _load_gray28("MNIST", d, ["mnist.npz"], [d, d / "mnist", d / "MNIST" / "raw"], MNIST, download)
+
+
+def load_mnist_mini(path: str | Path = MNIST_MINI_PATH) -> tuple[ArrayDataset, ArrayDataset]:
+    """The bundled MNIST subset: 10,000 training and 2,000 test images (1,000 / 200 per digit).
+
+    Ships with the repository (no data directory, no download), so the main job runs offline on
+    a fresh clone.  Same image format and normalisation as :func:`load_mnist`.
+
+    Returns
+    -------
+    (ArrayDataset, ArrayDataset)
+
+    Raises
+    ------
+    DatasetNotFoundError, DatasetFormatError
+    """
+    path = Path(path)
+    layouts = [f"{path} (arrays {', '.join(_SPLIT_KEYS)})"]
+    with _explained("MNIST-mini", path.parent, layouts):
+        if not path.is_file():
+            raise _not_found("MNIST-mini", path.parent, layouts, "; rebuild it with python -m clients.tasks.make_mnist_mini")
+        arrays = _read_npz(path)
+        splits = []
+        for split in ("train", "test"):
+            x, y = np.asarray(arrays[f"x_{split}"]), np.asarray(arrays[f"y_{split}"])
+            _check_split(x, y, (28, 28), 10, f"{path} [{split}]")
+            x = _as_uint8(x, f"{path} [{split}]")
+            splits.append(
+                ArrayDataset(torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1), y, transform=_image_transform(MNIST_MEAN, MNIST_STD))
+            )
+    return splits[0], splits[1]
 
 
 def load_fmnist(data_dir: str | Path, download: bool = False) -> tuple[ArrayDataset, ArrayDataset]:

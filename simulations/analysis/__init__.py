@@ -1,0 +1,1 @@
+"""One-off measurement scripts behind docs/results/analysis/ (not part of the library)."""
