@@ -34,6 +34,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from torch import nn
 
+from signguard_flwr.arrays import array_numpy
+
 from clients.tasks import PARTITIONS, ArrayDataset, Task, default_data_dir, get_task, partition
 from clients.tasks.partitions import iid_partition
 
@@ -735,7 +737,7 @@ def _state_dict_of(record: ArrayRecord) -> dict[str, torch.Tensor]:
         a[0] == b[0] and a[1] is b[1] and a[2:] == b[2:] for a, b in zip(held, key)
     ):
         return state
-    state = record.to_torch_state_dict()
+    state = {k: torch.from_numpy(array_numpy(a)) for k, a in record.items()}
     _last_state[:] = [key, state]  # holding the buffers keeps their identities from being reused
     return state
 

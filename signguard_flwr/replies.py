@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 
+from .arrays import array_numpy
+
 __all__ = ["ParsedReply", "parse_train_reply", "find_metric_record"]
 
 
@@ -73,7 +75,7 @@ def parse_train_reply(
             return None, "; ".join(parts)
         arrays: dict[str, np.ndarray] = {}
         for key, ref in template.items():
-            value = record[key].numpy()
+            value = array_numpy(record[key])
             if value.shape != ref.shape:
                 return None, f"array {key!r} has shape {value.shape}, expected {ref.shape}"
             if value.dtype != ref.dtype:

@@ -263,8 +263,8 @@ class OmniscientAdversary(Grid):
     def _rewrite(self, server_round: int, attack: str, sent: list[Message],
                  replies: list[Message]) -> list[Message]:
         matched = self._match(sent, replies)
-        # Parse every usable reply: (position, node id, partition id, reply arrays, keys, base).
-        parsed: list[tuple[int, int, int | None, dict[str, np.ndarray], list[str], torch.Tensor]] = []
+        # Every usable reply: (position, node id, partition id, reply ArrayRecord, keys, base).
+        parsed: list[tuple[int, int, int | None, ArrayRecord, list[str], torch.Tensor]] = []
         bases: dict[int, tuple[dict[str, np.ndarray], list[str], torch.Tensor]] = {}
         for pos, (reply, msg) in enumerate(zip(replies, matched)):
             if msg is None or reply.has_error() or not reply.has_content():
@@ -279,10 +279,11 @@ class OmniscientAdversary(Grid):
                 keys = update_keys(sent_np)
                 bases[id(sent_rec)] = (sent_np, keys, record_to_vector(sent_np, keys, dtype=self.dtype))
             sent_np, keys, base = bases[id(sent_rec)]
-            got_np = record_numpy(got_rec)
-            if any(k not in got_np or got_np[k].shape != sent_np[k].shape for k in keys):
+            # Shapes from the arrays' metadata: only a colluding attack needs the values, so a
+            # round without one deserialises no reply here (the strategy parses them anyway).
+            if any(k not in got_rec or tuple(got_rec[k].shape) != sent_np[k].shape for k in keys):
                 continue
-            parsed.append((pos, reply.metadata.src_node_id, self._partition_of(reply), got_np, keys, base))
+            parsed.append((pos, reply.metadata.src_node_id, self._partition_of(reply), got_rec, keys, base))
 
         byz = [j for j, p in enumerate(parsed) if p[2] is not None and p[2] in self.byzantine_partitions]
         entry: dict[str, Any] = {
@@ -315,10 +316,12 @@ class OmniscientAdversary(Grid):
             byz_rows = list(range(len(byz)))
         honest = torch.empty((len(rows_in), parsed[0][5].shape[0]), dtype=self.dtype, device=self.device)
         base_on_device: dict[int, torch.Tensor] = {}  # the round's global model, moved once
+        arrays: dict[int, dict[str, np.ndarray]] = {}  # reply arrays as numpy, parsed once
         for i, j in enumerate(rows_in):
-            _, _, _, got_np, keys, base = parsed[j]
+            _, _, _, got_rec, keys, base = parsed[j]
             if id(base) not in base_on_device:
                 base_on_device[id(base)] = base.to(self.device)
+            arrays[j] = got_np = record_numpy(got_rec)
             got = record_to_vector(got_np, keys, dtype=self.dtype, device=self.device)
             honest[i] = to_attack_domain(got - base_on_device[id(base)], self.params.domain)
         try:
@@ -334,7 +337,8 @@ class OmniscientAdversary(Grid):
         entry.update({k: v for k, v in result.info.items() if k in ("gamma", "z", "knowledge")})
         out = list(replies)
         for row, j in zip(result.rows, byz):
-            pos, node_id, _, got_np, keys, base = parsed[j]
+            pos, node_id, _, got_rec, keys, base = parsed[j]
+            got_np = arrays[j] if j in arrays else record_numpy(got_rec)
             reply = replies[pos]
             content = RecordDict(dict(reply.content.items()))
             new_local = base + from_attack_domain(row, self.params.domain).to(base.device)

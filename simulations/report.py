@@ -579,8 +579,17 @@ def table3_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
                     if not cell:
                         line.append("–")
                         continue
-                    mean, std, k = _mean_std([100 * e.best_acc for e in cell])
-                    text = _fmt(mean) + (f"±{std:.2f}" if k > 1 else "")
+                    # Runs of the same cell with other attack parameters (the paper's r = 100 for
+                    # the reverse attack on the row without thresholding and clipping) side by side.
+                    variants: dict[str, list[Entry]] = {}
+                    for e in cell:
+                        variants.setdefault(format_params(e.attack_params), []).append(e)
+                    parts = []
+                    for params, runs in sorted(variants.items()):
+                        mean, std, k = _mean_std([100 * e.best_acc for e in runs])
+                        tag = f" [{params or 'default'}]" if len(variants) > 1 or params else ""
+                        parts.append(_fmt(mean) + (f"±{std:.2f}" if k > 1 else "") + tag)
+                    text = " / ".join(parts)
                     ref = paper.table3(*combo, attack) if defense == paper.TABLE3_DEFENSE and with_paper else None
                     if ref is not None:
                         text += f" ({ref:.2f})"

@@ -309,6 +309,20 @@ def test_table3_ablation_rows(results_dir: Path) -> None:
     assert _header(table) == ["thresholding", "clustering", "norm-clip", "LIE"]
 
 
+def test_table3_shows_attack_parameter_variants_side_by_side() -> None:
+    """The clustering-only row under the reverse attack at r = 3 and at the paper's r = 100."""
+    only_clustering = {"norm_filter": False, "cluster_filter": True, "clip": False}
+    entries = report.entries_from_results([
+        make_result(task="cifar10", defense="signguard_sim", attack="reverse_scaling", accs=(0.5, 0.6),
+                    defense_params=only_clustering),
+        make_result(task="cifar10", defense="signguard_sim", attack="reverse_scaling", accs=(0.2, 0.3),
+                    defense_params=only_clustering, attack_params={"scale": 100.0}),
+    ])
+    table = _section(report.table3_markdown(entries), "SignGuard-Sim: CIFAR-10 (ResNet-18)")
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("| ") and "thresholding" not in line]
+    assert rows == [["", "✓", "", "60.00 [default] / 30.00 [scale=100.0] (25.29)"]]
+
+
 def test_report_command_writes_markdown_and_plots(results_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
     assert main(["report", str(results_dir), "--out", str(out)]) == 0

@@ -28,9 +28,8 @@ import numpy as np
 import torch
 
 from clients.attacks import lie_attack
-from clients.client_app import ClientSettings, load_client_data
 from signguard_flwr.rules.krum import bulyan
-from simulations.analysis.signflip_features import client_updates, mean_step
+from simulations.analysis.signflip_features import client_updates, mean_step, training_setup
 
 
 def describe(agg: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, mu_benign: torch.Tensor, lie_vec: torch.Tensor) -> dict:
@@ -59,15 +58,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    checkpoints = sorted({int(c) for c in args.checkpoints.split(",")})
-    settings = ClientSettings(task=args.task, seed=args.seed)
-    datas = [load_client_data(args.task, None, "iid", {}, pid, args.clients, args.seed) for pid in range(args.clients)]
-    torch.manual_seed(args.seed)
-    model = datas[0].task.build_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    checkpoints, settings, datas, model, opt, byz = training_setup(args)
     n, f = args.clients, args.byzantine
-    byz = np.sort(np.random.default_rng(args.seed).choice(n, f, replace=False))
     benign = np.setdiff1d(np.arange(n), byz)
     out = {"task": args.task, "byzantine": byz.tolist(), "checkpoints": {}}
     for rnd in range(1, checkpoints[-1] + 1):

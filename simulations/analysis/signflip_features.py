@@ -158,6 +158,21 @@ def analyse(updates: torch.Tensor, byz: np.ndarray, prev: torch.Tensor | None, d
     return res
 
 
+def training_setup(args: argparse.Namespace):
+    """What both analysis scripts start from: one torch thread, the sorted checkpoint rounds,
+    the clients' IID data, the seeded initial model with the paper's server optimizer, and the
+    seeded Byzantine client ids.  ``args`` needs task, clients, byzantine, checkpoints, seed."""
+    torch.set_num_threads(1)
+    checkpoints = sorted({int(c) for c in args.checkpoints.split(",")})
+    settings = ClientSettings(task=args.task, seed=args.seed)
+    datas = [load_client_data(args.task, None, "iid", {}, pid, args.clients, args.seed) for pid in range(args.clients)]
+    torch.manual_seed(args.seed)
+    model = datas[0].task.build_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    byz = np.sort(np.random.default_rng(args.seed).choice(args.clients, args.byzantine, replace=False))
+    return checkpoints, settings, datas, model, opt, byz
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", default="mnist")
@@ -168,14 +183,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON file for the numbers")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    checkpoints = sorted({int(c) for c in args.checkpoints.split(",")})
-    settings = ClientSettings(task=args.task, seed=args.seed)
-    datas = [load_client_data(args.task, None, "iid", {}, pid, args.clients, args.seed) for pid in range(args.clients)]
-    torch.manual_seed(args.seed)
-    model = datas[0].task.build_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    byz = np.sort(np.random.default_rng(args.seed).choice(args.clients, args.byzantine, replace=False))
+    checkpoints, settings, datas, model, opt, byz = training_setup(args)
     test = datas[0].test
     out = {"task": args.task, "clients": args.clients, "byzantine": byz.tolist(), "d": int(flat_params(model).numel()),
            "checkpoints": {}}

@@ -1,0 +1,53 @@
+"""array_numpy: Flower's Array.numpy() without re-parsing known .npy headers, same results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array
+
+from signguard_flwr.arrays import array_numpy, record_numpy
+
+CASES = [
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.array(3.5),
+    np.zeros((0, 5)),
+    np.array([True, False]),
+    np.arange(6, dtype=">i4"),
+    np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+    np.float16([1, 2]),
+    np.int64([1 << 40]),
+    np.arange(5, dtype=np.uint8),
+]
+
+
+@pytest.mark.parametrize("value", CASES, ids=lambda a: f"{a.dtype}-{a.shape}")
+def test_same_array_as_flower(value: np.ndarray) -> None:
+    arr = Array(value)
+    ours, flowers = array_numpy(arr), arr.numpy()
+    assert ours.dtype == flowers.dtype and ours.shape == flowers.shape
+    assert np.array_equal(ours, flowers)
+    assert ours.flags.writeable and ours.flags.c_contiguous == flowers.flags.c_contiguous
+    ours[...] = 0  # its own memory: the message's bytes are untouched
+    assert np.array_equal(arr.numpy(), value)
+
+
+def test_damaged_payloads_fail_as_flower_fails() -> None:
+    good = Array(np.arange(4, dtype=np.float32))
+    short = Array(dtype=good.dtype, shape=good.shape, stype=good.stype, data=good.data[:-3])
+    with pytest.raises(Exception) as ours:
+        array_numpy(short)
+    with pytest.raises(Exception) as flowers:
+        short.numpy()
+    assert type(ours.value) is type(flowers.value)
+    other = Array(dtype=good.dtype, shape=good.shape, stype="torch.raw", data=good.data)
+    with pytest.raises(TypeError):
+        array_numpy(other)
+
+
+def test_record_numpy_keeps_key_order() -> None:
+    from flwr.app import ArrayRecord
+
+    record = ArrayRecord({"b": Array(np.ones(2)), "a": Array(np.zeros(3))})
+    out = record_numpy(record)
+    assert list(out) == ["b", "a"] and np.array_equal(out["a"], np.zeros(3))
