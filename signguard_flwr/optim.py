@@ -63,6 +63,7 @@ class ServerOptimizer:
         self._param: torch.nn.Parameter | None = None
         self._opt: torch.optim.SGD | None = None
         self.steps = 0
+        self._undo: tuple[int, dict[str, torch.Tensor] | None] | None = None
 
     @property
     def is_plain(self) -> bool:
@@ -90,6 +91,7 @@ class ServerOptimizer:
         if weights.shape != update.shape:
             raise ValueError(f"weights {tuple(weights.shape)} and update {tuple(update.shape)} differ")
         if self.is_plain:
+            self._undo = (self.steps, None)
             self.steps += 1
             return weights + update
         if self._param is None or self._param.shape != weights.shape or self._param.device != weights.device:
@@ -102,6 +104,10 @@ class ServerOptimizer:
                 nesterov=self.nesterov,
             )
         assert self._opt is not None
+        # What rollback() restores: the momentum buffer before this step (a copy of d values).
+        state = self._opt.state.get(self._param, {})
+        buffer = state.get("momentum_buffer")
+        self._undo = (self.steps, None if buffer is None else {"momentum_buffer": buffer.detach().clone()})
         with torch.no_grad():
             self._param.copy_(weights)
         self._param.grad = (-update).to(self._param.dtype)
@@ -110,6 +116,28 @@ class ServerOptimizer:
         self._opt.step()
         self.steps += 1
         return self._param.detach().clone()
+
+    def rollback(self) -> None:
+        """Undo the last :meth:`step`: momentum buffer and step count as they were before it.
+
+        The strategy calls it when the stepped model is rejected (non-finite in the model's own
+        dtype), so a discarded round leaves no trace in the optimizer's state.
+
+        Raises
+        ------
+        RuntimeError
+            No step to undo (none taken, or already rolled back).
+        """
+        if self._undo is None:
+            raise RuntimeError("no server step to roll back")
+        steps, buffer = self._undo
+        self._undo = None
+        self.steps = steps
+        if self._opt is not None and self._param is not None:
+            if buffer is None:
+                self._opt.state.pop(self._param, None)
+            else:
+                self._opt.state[self._param]["momentum_buffer"] = buffer["momentum_buffer"]
 
     def state_dict(self) -> dict:
         """Momentum buffer and step count (for checkpoints)."""

@@ -339,3 +339,67 @@ def test_hypothesis_random_mixtures_of_bad_replies_never_crash(name, kinds, seed
     if arrays is not None:
         assert np.isfinite(flat(arrays)).all()
     assert metrics["received"] == len(replies)
+
+
+# --------------------------------------------------------------------------- a rejected step leaves no trace
+def _flat_model(d: int, dtype=np.float32) -> dict[str, np.ndarray]:
+    return {"w": np.zeros(d, dtype=dtype)}
+
+
+def _replies(model: dict[str, np.ndarray], deltas: list[np.ndarray], start: int = 1) -> list[Message]:
+    return [
+        train_reply(start + i, {"w": (model["w"] + d).astype(model["w"].dtype)}) for i, d in enumerate(deltas)
+    ]
+
+
+def test_a_rejected_round_leaves_the_momentum_buffer_untouched():
+    """Mean(server_lr=10, server_momentum=0.9): round 1 overflows and is rejected; round 2's
+    zero updates must then leave the model where it was (it used to jump to 3.4e38)."""
+    model = _flat_model(4)
+    strategy = make("Mean", server_lr=10.0, server_momentum=0.9)
+    send(strategy, model, [1, 2, 3, 4])
+    huge = np.full(4, 3.0e38, dtype=np.float32)
+    arrays, metrics = strategy.aggregate_train(1, _replies(model, [huge] * 4))
+    assert arrays is None and metrics["aggregated"] == 0
+    assert strategy.optimizer.steps == 0
+    send(strategy, model, [1, 2, 3, 4], server_round=2)
+    arrays, _ = strategy.aggregate_train(2, _replies(model, [np.zeros(4, dtype=np.float32)] * 4))
+    np.testing.assert_array_equal(arrays["w"].numpy(), model["w"])
+    assert strategy.optimizer.steps == 1
+
+
+def test_rollback_restores_the_previous_momentum_buffer():
+    from signguard_flwr.optim import ServerOptimizer
+
+    opt = ServerOptimizer(lr=0.1, momentum=0.9)
+    w = torch.zeros(3)
+    w = opt.step(w, torch.ones(3))
+    before = opt.state_dict()["optimizer"]["state"][0]["momentum_buffer"].clone()
+    opt.step(w, torch.full((3,), 5.0))
+    opt.rollback()
+    after = opt.state_dict()["optimizer"]["state"][0]["momentum_buffer"]
+    torch.testing.assert_close(after, before)
+    assert opt.steps == 1
+    # The same step again gives what it would have without the rolled-back one.
+    fresh = ServerOptimizer(lr=0.1, momentum=0.9)
+    torch.testing.assert_close(opt.step(w, torch.ones(3)), fresh.step(fresh.step(torch.zeros(3), torch.ones(3)), torch.ones(3)))
+    opt.rollback()  # the step just taken
+    with pytest.raises(RuntimeError, match="no server step"):
+        opt.rollback()  # only one step can be undone
+    with pytest.raises(RuntimeError, match="no server step"):
+        ServerOptimizer().rollback()
+
+
+def test_a_float16_model_never_becomes_infinite():
+    """Mean(server_lr=2) on a float16 model: 2 x 4e4 is finite in float32, inf in float16."""
+    model = _flat_model(4, np.float16)
+    strategy = make("Mean", server_lr=2.0)
+    send(strategy, model, [1, 2, 3])
+    big = np.full(4, 4.0e4, dtype=np.float32)
+    arrays, metrics = strategy.aggregate_train(1, _replies(model, [big] * 3))
+    assert arrays is None and metrics["aggregated"] == 0
+    assert "not be finite" in strategy.history[-1].outcome
+    send(strategy, model, [1, 2, 3], server_round=2)
+    arrays, _ = strategy.aggregate_train(2, _replies(model, [np.full(4, 1.0, dtype=np.float32)] * 3))
+    assert arrays["w"].numpy().dtype == np.float16
+    np.testing.assert_array_equal(arrays["w"].numpy(), np.full(4, 2.0, dtype=np.float16))

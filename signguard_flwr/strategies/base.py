@@ -72,6 +72,20 @@ class RoundDiagnostics:
     """Wall time of the aggregation (matrix, rule, optimizer, record)."""
 
 
+def _fits_dtypes(vector: torch.Tensor, template: dict[str, np.ndarray], keys: list[str]) -> bool:
+    """Whether every slice of ``vector`` stays finite when cast to its array's dtype."""
+    offset = 0
+    for key in keys:
+        size = int(template[key].size)
+        dtype = template[key].dtype
+        if np.issubdtype(dtype, np.floating) and float(np.finfo(dtype).max) < torch.finfo(vector.dtype).max:
+            narrow = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+            if not bool(torch.isfinite(vector[offset : offset + size].to(narrow)).all()):
+                return False
+        offset += size
+    return True
+
+
 def _to_cpu(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu")
@@ -365,7 +379,10 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         keys: list[str],
     ) -> ArrayRecord | None:
         new_weights = self.optimizer.step(self._global_vec, result.vector.to(self.dtype), server_round=self._sent_round)
-        if not bool(torch.isfinite(new_weights).all()):
+        # Finite in the model's own dtypes, not only in the strategy's: 7e4 is a float32 but
+        # overflows a float16 model.  A rejected step is undone (momentum buffer included).
+        if not bool(torch.isfinite(new_weights).all()) or not _fits_dtypes(new_weights, template, keys):
+            self.optimizer.rollback()
             return None
         buffers = self._aggregate_buffers(parsed, template, keys, result.selected)
         return vector_to_record(new_weights, template, keys, extra=buffers)
