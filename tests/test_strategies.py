@@ -403,3 +403,78 @@ def test_a_float16_model_never_becomes_infinite():
     arrays, _ = strategy.aggregate_train(2, _replies(model, [np.full(4, 1.0, dtype=np.float32)] * 3))
     assert arrays["w"].numpy().dtype == np.float16
     np.testing.assert_array_equal(arrays["w"].numpy(), np.full(4, 2.0, dtype=np.float16))
+
+
+# --------------------------------------------------------------------------- evaluate replies, duplicates, empty selections
+def _eval_reply(node_id: int, metrics: dict) -> Message:
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), metadata=_meta(node_id))
+
+
+def test_aggregate_evaluate_rejects_list_and_non_finite_metrics_instead_of_crashing(caplog):
+    strategy = make("Mean")
+    replies = [
+        _eval_reply(1, {"num-examples": 10, "acc": 0.5}),
+        _eval_reply(2, {"num-examples": 10, "acc": [1.0, 2.0]}),
+        _eval_reply(3, {"num-examples": 10, "acc": float("nan")}),
+        _eval_reply(4, {"num-examples": 10, "acc": float("inf")}),
+        _eval_reply(5, {"num-examples": 30, "acc": 0.9}),
+        _eval_reply(6, {"num-examples": -5, "acc": 0.0}),
+    ]
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        out = strategy.aggregate_evaluate(1, replies)
+    assert out["acc"] == pytest.approx((0.5 * 10 + 0.9 * 30) / 40)
+    ignored = [r for r in caplog.records if "ignored" in r.getMessage()]
+    assert sorted(int(r.getMessage().split("node ")[1].split(" ")[0]) for r in ignored) == [2, 3, 4, 6]
+
+
+def test_one_client_cannot_decide_the_evaluation_average():
+    strategy = make("Mean")
+    honest = [_eval_reply(i, {"num-examples": 100, "acc": 0.9}) for i in range(1, 10)]
+    liar = _eval_reply(99, {"num-examples": 2**70, "acc": 0.0})
+    out = strategy.aggregate_evaluate(1, [*honest, liar])
+    # Capped at 10 x the median weight (100): 1000 / (900 + 1000) of the average at most.
+    assert out["acc"] == pytest.approx(0.9 * 900 / 1900)
+    assert out["acc"] > 0.4
+
+
+def test_a_node_is_counted_once_per_round(caplog):
+    model = global_model()
+    strategy = make("Mean")
+    send(strategy, model, [1, 2])
+    once = train_reply(1, apply_update(model, np.full(8, 1.0)))
+    again = train_reply(1, apply_update(model, np.full(8, 100.0)))
+    other = train_reply(2, apply_update(model, np.full(8, 3.0)))
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        arrays, metrics = strategy.aggregate_train(1, [once, again, again, other])
+    expected = np.concatenate([model["layer.weight"].reshape(-1), model["bn.weight"]]) + 2.0
+    np.testing.assert_allclose(flat(arrays), expected, atol=1e-6)
+    assert metrics["valid"] == 2 and metrics["received"] == 4
+    assert sum("another reply from this node" in r.getMessage() for r in caplog.records) == 2
+    # Same for evaluation: the second reply of node 1 does not count.
+    out = strategy.aggregate_evaluate(1, [_eval_reply(1, {"num-examples": 10, "acc": 0.2}),
+                                          _eval_reply(1, {"num-examples": 10, "acc": 1.0})])
+    assert out["acc"] == pytest.approx(0.2)
+
+
+def test_negative_num_examples_are_not_summed():
+    model = global_model()
+    strategy = make("Mean")
+    send(strategy, model, [1, 2])
+    replies = [train_reply(1, apply_update(model, np.full(8, 1.0)), num_examples=10),
+               train_reply(2, apply_update(model, np.full(8, 1.0)), num_examples=-1000)]
+    _, metrics = strategy.aggregate_train(1, replies)
+    assert metrics["num-examples"] == 10 and metrics["num-examples-invalid"] == 1
+
+
+def test_a_rule_that_selects_nothing_keeps_the_model_and_says_so(caplog):
+    model = global_model()
+    strategy = make("SignGuard")
+    nodes = list(range(1, 8))
+    send(strategy, model, nodes)
+    zero = [train_reply(n, apply_update(model, np.zeros(8))) for n in nodes]  # all-zero updates
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        arrays, metrics = strategy.aggregate_train(1, zero)
+    assert arrays is None and metrics["aggregated"] == 0 and metrics["selected"] == 0
+    outcome = strategy.history[-1].outcome
+    assert "selected none of 7 valid updates" in outcome and "global model kept" in outcome
+    assert any("selected none" in r.getMessage() for r in caplog.records)

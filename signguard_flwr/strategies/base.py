@@ -72,6 +72,42 @@ class RoundDiagnostics:
     """Wall time of the aggregation (matrix, rule, optimizer, record)."""
 
 
+#: A client's evaluation weight counts at most this many times the round's median weight.
+EVALUATE_WEIGHT_CAP = 10.0
+
+
+def _one_per_node(replies: list[Message], on_duplicate) -> list[Message]:
+    """The first reply of each node, in order; ``on_duplicate(node_id, why)`` for the others.
+
+    A node answers once per round: further replies (a buggy or malicious client, a replayed
+    message) must not count it twice."""
+    seen: set[int] = set()
+    out = []
+    for msg in replies:
+        nid = int(msg.metadata.src_node_id)
+        if nid in seen:
+            on_duplicate(nid, "another reply from this node this round")
+            continue
+        seen.add(nid)
+        out.append(msg)
+    return out
+
+
+def _bad_metrics(record: MetricRecord | None, weight_key: str) -> str | None:
+    """Why an evaluate reply's metrics are unusable, or None."""
+    if record is None:
+        return "no single MetricRecord"
+    weight = record.get(weight_key)
+    if isinstance(weight, bool) or not isinstance(weight, (int, np.integer)) or weight < 0:
+        return f"{weight_key!r} is {weight!r}, not a non-negative integer"
+    for key, value in record.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return f"metric {key!r} is a {type(value).__name__}, not a number"
+        if not math.isfinite(float(value)):
+            return f"metric {key!r} is {value!r}"
+    return None
+
+
 def _fits_dtypes(vector: torch.Tensor, template: dict[str, np.ndarray], keys: list[str]) -> bool:
     """Whether every slice of ``vector`` stays finite when cast to its array's dtype."""
     offset = 0
@@ -230,7 +266,9 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         failures = 0
         # Sorting by node id fixes the row order for reproducibility only; every rule is
         # permutation invariant (tested), so the order cannot change which updates are kept.
-        for msg in sorted(replies, key=lambda m: int(m.metadata.src_node_id)):
+        unique = _one_per_node(replies, lambda nid, why: log(
+            WARNING, "aggregate_train round %s: reply from node %s ignored (%s)", server_round, nid, why))
+        for msg in sorted(unique, key=lambda m: int(m.metadata.src_node_id)):
             reply, why = parse_train_reply(msg, template, self.arrayrecord_key)
             if reply is None:
                 failures += int(msg.has_error())
@@ -266,37 +304,46 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         return arrays_out, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Average client evaluation metrics, skipping malformed replies instead of raising."""
-        replies = list(replies)
+        """Average client evaluation metrics over the replies that pass a per-reply check.
+
+        A reply is left out (and logged) when it is an error, repeats a node already heard this
+        round, lacks a single MetricRecord, or has a metric that is not a finite number or a
+        ``num-examples`` weight that is not a non-negative integer.  Weights are capped at
+        :data:`EVALUATE_WEIGHT_CAP` times the median weight, so one client claiming 2**70
+        examples cannot decide the average.  Never raises on client data.
+        """
         good: list[RecordDict] = []
-        for msg in replies:
+        for msg in _one_per_node(list(replies), lambda nid, why: log(
+                WARNING, "aggregate_evaluate round %s: reply from node %s ignored (%s)", server_round, nid, why)):
+            nid = msg.metadata.src_node_id
             if msg.has_error():
-                log(INFO, "aggregate_evaluate: error reply from node %s: %s", msg.metadata.src_node_id, msg.error.reason)
+                log(INFO, "aggregate_evaluate round %s: error reply from node %s: %s", server_round, nid, msg.error.reason)
                 continue
             record = find_metric_record(msg)
-            weight = record.get(self.weighted_by_key) if record is not None else None
-            if (
-                record is None
-                or isinstance(weight, (list, bool))
-                or not isinstance(weight, (int, float))
-                or not math.isfinite(weight)
-                or weight < 0
-            ):
-                log(WARNING, "aggregate_evaluate: ignoring malformed metrics from node %s", msg.metadata.src_node_id)
+            why = _bad_metrics(record, self.weighted_by_key)
+            if why is not None:
+                log(WARNING, "aggregate_evaluate round %s: reply from node %s ignored (%s)", server_round, nid, why)
                 continue
             good.append(RecordDict({"metrics": record}))
         if not good:
             return None
         common = set.intersection(*(set(next(iter(r.values())).keys()) for r in good))
-        if self.weighted_by_key not in common:
-            return None
+        weights = [int(next(iter(r.values()))[self.weighted_by_key]) for r in good]
+        cap = EVALUATE_WEIGHT_CAP * float(np.median(weights))
         trimmed = [
-            RecordDict({"metrics": MetricRecord({k: v for k, v in next(iter(r.values())).items() if k in common})})
-            for r in good
+            RecordDict({"metrics": MetricRecord({
+                **{k: v for k, v in next(iter(r.values())).items() if k in common},
+                self.weighted_by_key: int(min(w, cap)),
+            })})
+            for r, w in zip(good, weights)
         ]
-        if sum(next(iter(r.values()))[self.weighted_by_key] for r in trimmed) <= 0:
+        if sum(int(min(w, cap)) for w in weights) <= 0:
             return None
-        return self.evaluate_metrics_aggr_fn(trimmed, self.weighted_by_key)
+        try:
+            return self.evaluate_metrics_aggr_fn(trimmed, self.weighted_by_key)
+        except Exception as err:  # a user's aggregation function must not take the server down
+            log(WARNING, "aggregate_evaluate round %s: metrics aggregation failed (%s: %s)", server_round, type(err).__name__, err)
+            return None
 
     # ------------------------------------------------------------------ internals
     def _reject(self, diag: RoundDiagnostics, node_id: int, why: str) -> None:
@@ -360,6 +407,14 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
             diag.outcome = f"rule {self.rule_name} returned a non-finite or misshaped vector; global model kept"
             return None
         diag.info = {k: _to_cpu(v) for k, v in result.info.items()}
+        if result.selected is not None and not bool(result.selected.any()):
+            # Nothing passed the rule's filters (all-zero updates, a majority it rejects): an
+            # empty aggregate would still move the model through the momentum buffer.
+            for nid in diag.valid:
+                diag.rejected[nid] = f"filtered by {self.rule_name}"
+            reasons = ", ".join(f"{k.replace('_', ' ')} {int(diag.info[k])}" for k in ("rejected_by_norm", "rejected_by_cluster") if k in diag.info)
+            diag.outcome = f"{self.rule_name} selected none of {len(diag.valid)} valid updates" + (f" ({reasons})" if reasons else "") + "; global model kept"
+            return None
         node_ids = diag.valid
         if result.selected is None:
             diag.selected = list(node_ids)
@@ -443,9 +498,15 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
             common = set.intersection(*(set(r.keys()) for r in reported))
             for key in sorted(common):
                 values = [r[key] for r in reported]
-                if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-                    if key == self.weighted_by_key:
-                        metrics[key] = int(sum(values))
-                    elif key not in metrics:
-                        metrics[key] = float(sum(values) / len(values))
+                if key == self.weighted_by_key:
+                    # Reported example counts: only non-negative integers add up; the others are
+                    # counted aside (diagnostics only: updates are never weighted by them).
+                    ok = [v for v in values if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0]
+                    metrics[key] = int(sum(ok))
+                    if len(ok) < len(values):
+                        metrics[f"{key}-invalid"] = len(values) - len(ok)
+                elif key not in metrics and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+                ):
+                    metrics[key] = float(sum(values) / len(values))
         return MetricRecord(metrics)
