@@ -755,3 +755,26 @@ def test_cuda_matches_cpu(name, dtype):
     if cpu.selected is not None:
         assert gpu.selected.device.type == "cuda"
         assert torch.equal(gpu.selected.cpu(), cpu.selected)
+
+
+# --------------------------------------------------------------------------- one enormous coordinate
+def test_one_huge_coordinate_does_not_stall_the_distance_rules():
+    """One coordinate of 2e19 in 1 of 20 updates overflowed the float32 Gram products: GeoMed
+    returned a non-finite vector (so the strategy kept the old model every round).  The Gram
+    block is redone in float64, and GeoMed runs until its iterate stops moving."""
+    from signguard_flwr.rules import RULES
+
+    torch.manual_seed(0)
+    x = torch.randn(20, 1000)
+    x[0, 5] = 2e19
+    honest = x[1:]
+    result = RULES["geomed"](x)
+    assert bool(torch.isfinite(result.vector).all())
+    # The outlier pulls the geometric median by a bounded amount: it lands next to the honest one.
+    assert float((result.vector - RULES["geomed"](honest).vector).norm()) < 3.0
+    assert float((result.vector - honest.mean(0)).norm()) < 3.0
+    for name in ("krum", "multi_krum", "bulyan"):
+        out = RULES[name](x, f=1)
+        assert bool(torch.isfinite(out.vector).all()), name
+        if out.selected is not None:
+            assert not bool(out.selected[0]), name  # the row with 2e19 is never selected

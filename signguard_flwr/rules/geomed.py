@@ -23,6 +23,10 @@ from .mean import single_threaded_torch
 __all__ = ["geomed", "weiszfeld"]
 
 
+#: Stop only when the iterate moves less than this fraction of the median distance to the rows.
+_MOVE_TOL = 1e-3
+
+
 def _distances(gram: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     g_alpha = gram @ alpha
     sq = (alpha @ g_alpha) - 2.0 * g_alpha + gram.diagonal()
@@ -70,8 +74,14 @@ def weiszfeld(
         new_alpha = beta / beta.sum()
         new_dist = _distances(gram, new_alpha)
         new_objective = float(weights @ new_dist)
+        step = new_alpha - alpha
+        moved = float((step @ (gram @ step)).clamp_min(0.0).sqrt())
         alpha, dist = new_alpha, new_dist
-        done = abs(objective - new_objective) <= tol * new_objective
+        # The objective test alone stops far from the optimum when one row is enormously far
+        # away (its constant distance dominates the sum): also require the iterate to have
+        # stopped moving on the scale of the typical distance.  Where the objective has
+        # converged the iterate moves far less than that, so ordinary inputs stop as before.
+        done = abs(objective - new_objective) <= tol * new_objective and moved <= _MOVE_TOL * float(new_dist.median())
         objective = new_objective
         if done:
             converged = True

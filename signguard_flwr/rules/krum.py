@@ -89,7 +89,14 @@ def gram_matrix(updates: torch.Tensor, centre: torch.Tensor | None = None) -> to
             # numpy computes ``np.dot(a, a.T)`` on one buffer with BLAS syrk: half the flops of
             # torch's ``a @ a.T`` (a general gemm; torch exposes no syrk).  Multi-Krum at
             # n = 50, d = 10**6 on 2 cores went from 80 to 64 ms (docs/benchmarks.md).
-            partial += np.dot(array, array.T)
+            with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                product = np.dot(array, array.T)
+            if not np.isfinite(product).all():
+                # A coordinate beyond ~1.8e19 overflows float32 when squared (one client can
+                # send it); redo this block in float64 instead of poisoning every distance.
+                wide = array.astype(np.float64)
+                product = np.dot(wide, wide.T)
+            partial += product
         return torch.from_numpy(partial)
 
     # The column workers already use every core; numpy's BLAS must not start its own threads
@@ -111,7 +118,11 @@ def _gram_cuda(updates: torch.Tensor, centre: torch.Tensor | None) -> torch.Tens
     gram = torch.zeros(n, n, dtype=torch.float64, device=updates.device)
     for start in range(0, d, _CUDA_CHUNK):
         block = _centred_block(updates, centre, start, _CUDA_CHUNK)
-        gram += (block @ block.T).to(torch.float64)
+        product = block @ block.T
+        if not bool(torch.isfinite(product).all()):  # see gram_matrix: overflow of a large entry
+            wide = block.to(torch.float64)
+            product = wide @ wide.T
+        gram += product.to(torch.float64)
     return gram
 
 
