@@ -98,6 +98,14 @@ def test_all_strategies_exported_and_are_message_api_strategies():
         ("Mean", {"server_weight_decay": -1.0}, ValueError, "server_weight_decay"),
         ("Mean", {"dtype": torch.int32}, ValueError, "dtype"),
         ("SignGuard", {"generator": None}, TypeError, "generator"),
+        ("SignGuard", {"seed": "x"}, TypeError, "seed"),
+        ("SignGuard", {"seed": -3}, ValueError, "seed"),
+        ("Mean", {"is_buffer": 5}, TypeError, "is_buffer"),
+        ("Mean", {"is_buffer": "running_mean"}, TypeError, "is_buffer"),
+        ("Mean", {"device": "tpu"}, ValueError, "device"),
+        ("Mean", {"device": "no-such-device"}, ValueError, "device"),
+        pytest.param("Mean", {"device": "cuda"}, ValueError, "device 'cuda': this process sees no CUDA GPU",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
     ],
 )
 def test_invalid_constructor_arguments_fail_at_construction(name, kwargs, exc, match):
@@ -478,3 +486,14 @@ def test_a_rule_that_selects_nothing_keeps_the_model_and_says_so(caplog):
     outcome = strategy.history[-1].outcome
     assert "selected none of 7 valid updates" in outcome and "global model kept" in outcome
     assert any("selected none" in r.getMessage() for r in caplog.records)
+
+
+def test_rules_take_tensors_that_require_grad_and_return_detached_results():
+    """requires_grad input crashed SignGuard and left the other rules' output on the graph."""
+    x = torch.randn(12, 40, requires_grad=True)
+    for name, rule in signguard_flwr.RULES.items():
+        kwargs = {"f": 2} if "f" in rule.param_names else {}
+        result = rule(x, **kwargs)
+        assert not result.vector.requires_grad and result.vector.grad_fn is None, name
+        expected = rule(x.detach().clone(), **kwargs).vector
+        torch.testing.assert_close(result.vector, expected, msg=name)

@@ -57,7 +57,10 @@ class AggregationResult:
 
 
 def check_updates(updates: Any, *, min_rows: int = 1) -> torch.Tensor:
-    """Validate the update matrix and return it unchanged (no copy).
+    """Validate the update matrix and return it without autograd history (no copy).
+
+    The rules are aggregation steps, not differentiable layers: a tensor that requires grad is
+    detached, so no rule fails on it or returns a result tied to the caller's graph.
 
     Raises
     ------
@@ -79,7 +82,7 @@ def check_updates(updates: Any, *, min_rows: int = 1) -> torch.Tensor:
         raise InsufficientClientsError(f"need at least {min_rows} update(s), got {n}")
     if d == 0:
         raise ValueError("updates have zero columns (d = 0)")
-    return updates
+    return updates.detach()
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:

@@ -27,7 +27,7 @@ from ..arrays import BufferPredicate, make_buffer_predicate, record_numpy, recor
 from ..optim import ServerOptimizer
 from ..replies import ParsedReply, find_metric_record, parse_train_reply
 from ..rules import InsufficientClientsError, get_rule
-from ..rules.base import AggregationResult, check_choice
+from ..rules.base import AggregationResult, check_choice, check_int
 
 __all__ = ["RobustStrategy", "RoundDiagnostics", "BUFFER_POLICIES"]
 
@@ -70,6 +70,24 @@ class RoundDiagnostics:
     """``aggregated`` or why the global model was kept (``no valid replies``, ...)."""
     seconds: float = 0.0
     """Wall time of the aggregation (matrix, rule, optimizer, record)."""
+
+
+def _resolve_device(device: Any) -> torch.device:
+    """The strategy's torch device, checked now rather than at the first round."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this process sees no CUDA GPU (use 'cpu' or 'auto')")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return resolved
 
 
 #: A client's evaluation weight counts at most this many times the round's median weight.
@@ -204,13 +222,18 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
             gamma=lr_gamma,
         )
         self.buffers = check_choice("buffers", buffers, BUFFER_POLICIES)
+        if is_buffer is not None and not callable(is_buffer) and (
+            isinstance(is_buffer, (str, bytes)) or not isinstance(is_buffer, Iterable)
+            or not all(isinstance(k, str) for k in is_buffer)
+        ):
+            raise TypeError(f"is_buffer must be a predicate (name, array) -> bool or an iterable of array names, got {is_buffer!r}")
         self.is_buffer = make_buffer_predicate(is_buffer)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = _resolve_device(device)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         self.dtype = dtype
+        if seed is not None:
+            check_int("seed", seed, minimum=0)
         self.seed = seed
         self.generator: torch.Generator | None = None
         if "generator" in self.rule.param_names:
