@@ -498,15 +498,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.list:
         return _list_sweeps()
     from . import report
-    from .sweep import result_path
+    from .sweep import check_result, result_path
 
     configs = configs_from_sweep_args(args)
     default = NAMED_SWEEP_RESULTS / args.name if args.name else SWEEP_RESULTS
     results_dir = _results_dir(args, default)
-    finished = {c.key() for c in configs if result_path(results_dir, c).is_file()} if not args.no_reuse else set()
-    _say(f"Sweep {args.name or '(flags)'}: {len(configs)} runs, {len(finished)} already done, into {results_dir}")
+    finished: set[str] = set()
+    damaged: dict[str, str] = {}
+    for cfg in configs if not args.no_reuse else ():
+        path = result_path(results_dir, cfg)
+        if path.is_file():
+            result, problem = check_result(path, cfg)
+            if result is None:
+                damaged[cfg.key()] = problem or "damaged"
+            else:
+                finished.add(cfg.key())
+    extra = f", {len(damaged)} damaged (to redo)" if damaged else ""
+    _say(f"Sweep {args.name or '(flags)'}: {len(configs)} runs, {len(finished)} already done{extra}, into {results_dir}")
     if args.dry_run:
-        return _dry_run(configs, finished, results_dir, args.jobs)
+        return _dry_run(configs, finished, results_dir, args.jobs, damaged)
     results = _run_configs(configs, results_dir, args, reuse=not args.no_reuse)
     entries = report.entries_from_results(results)
     _say()
@@ -524,7 +534,8 @@ def _measured_results(results_dir: Path) -> list:
     return load_results([f for f in folders if f.is_dir()])
 
 
-def _dry_run(configs: Sequence[ExperimentConfig], finished: set[str], results_dir: Path, jobs: int) -> int:
+def _dry_run(configs: Sequence[ExperimentConfig], finished: set[str], results_dir: Path, jobs: int,
+             damaged: dict[str, str] | None = None) -> int:
     """List the runs (done / todo, with each todo run's estimated time) and the sweep's estimate."""
     from .sweep import estimate_seconds
 
@@ -534,6 +545,8 @@ def _dry_run(configs: Sequence[ExperimentConfig], finished: set[str], results_di
     for cfg in configs:
         if cfg.key() in finished:
             _say(f"  [done] {cfg.key()}  rounds={cfg.rounds}")
+        elif damaged and cfg.key() in damaged:
+            _say(f"  [redo] {cfg.key()}  rounds={cfg.rounds}  {per_run[cfg.key()]}  (result file damaged: {damaged[cfg.key()]})")
         else:
             _say(f"  [todo] {cfg.key()}  rounds={cfg.rounds}  {per_run[cfg.key()]}")
     line = estimate.line()

@@ -169,6 +169,15 @@ class ExperimentConfig:
             kwargs["num_byzantine"] = int(round(fraction * n))
         return cls(**kwargs)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        """Inverse of :meth:`to_dict` (a result file's ``config``); unknown keys raise TypeError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TypeError(f"unknown config field(s) {unknown}")
+        return cls(**data)
+
     def replace(self, **changes: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **changes)
 

@@ -143,15 +143,22 @@ class RunResult:
         directory.mkdir(parents=True, exist_ok=True)
         json_path = directory / f"{self.key}.json"
         csv_path = directory / f"{self.key}.csv"
+        # Each file reaches the disk (fsync) before its rename, so a crash or power loss leaves
+        # either the old state or a whole file; the JSON, which marks the run done, goes last.
         tmp = csv_path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(RoundRecord.__dataclass_fields__))
             writer.writeheader()
             for record in self.rounds:
                 writer.writerow(asdict(record))
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(csv_path)
         tmp = json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, default=_json_default))
+        with tmp.open("w") as fh:
+            fh.write(json.dumps(self.to_json(), indent=1, default=_json_default))
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(json_path)
         return json_path, csv_path
 

@@ -56,19 +56,66 @@ def result_path(results_dir: str | Path, cfg: ExperimentConfig) -> Path:
     return Path(results_dir) / f"{cfg.key()}.json"
 
 
-def load_results(paths: Iterable[str | Path]) -> list[RunResult]:
-    """Load every ``*.json`` result under the given files or folders."""
+def check_result(path: str | Path, cfg: ExperimentConfig | None = None) -> tuple[RunResult | None, str | None]:
+    """Read a result file and check it is whole: ``(result, None)`` or ``(None, what is wrong)``.
+
+    Whole means: valid JSON of the result schema, every round record with every field, rounds
+    numbered ``1 .. rounds`` of its own config without a gap, and, given ``cfg``, written for
+    exactly that config (same key).  A sweep reuses only whole files.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return None, f"unreadable ({type(err).__name__})"
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or not isinstance(data.get("rounds"), list):
+        return None, "not a result file (no config / rounds)"
+    try:
+        result = RunResult.from_json(data)
+        own = ExperimentConfig.from_dict(data["config"])
+    except (TypeError, ValueError, KeyError) as err:
+        return None, f"bad schema ({type(err).__name__}: {err})"
+    numbers = [r.round for r in result.rounds]
+    if numbers != list(range(1, own.rounds + 1)):
+        return None, f"holds {len(numbers)} of {own.rounds} rounds"
+    if result.key != own.key():
+        return None, f"its key {result.key!r} does not match its config"
+    if cfg is not None and result.key != cfg.key():
+        return None, f"written for {result.key!r}, not {cfg.key()!r}"
+    return result, None
+
+
+def quarantine(path: str | Path) -> Path:
+    """Move a damaged result (and its CSV) into ``damaged/`` beside it; returns the new path."""
+    path = Path(path)
+    folder = path.parent / "damaged"
+    folder.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = folder / f"{path.stem}.{stamp}{path.suffix}"
+    path.replace(target)
+    csv = path.with_suffix(".csv")
+    if csv.is_file():
+        csv.replace(folder / f"{csv.stem}.{stamp}.csv")
+    return target
+
+
+def load_results(paths: Iterable[str | Path], *, warn: bool = True) -> list[RunResult]:
+    """Load every whole ``*.json`` result under the given files or folders.
+
+    Damaged files (see :func:`check_result`) are skipped with a warning on stderr, never
+    silently; files under a ``damaged/`` folder are ignored.
+    """
     out = []
     for path in paths:
         path = Path(path)
-        files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+        files = sorted(p for p in path.rglob("*.json") if "damaged" not in p.relative_to(path).parts[:-1]) if path.is_dir() else [path]
         for file in files:
-            try:
-                data = json.loads(file.read_text())
-            except (OSError, json.JSONDecodeError):
+            result, problem = check_result(file)
+            if result is None:
+                if warn:
+                    sys.stderr.write(f"skipping damaged result {file}: {problem}\n")
                 continue
-            if isinstance(data, dict) and "rounds" in data and "config" in data:
-                out.append(RunResult.from_json(data))
+            out.append(result)
     return out
 
 
@@ -101,9 +148,13 @@ def run_sweep(
     for i, cfg in enumerate(configs):
         path = result_path(results_dir, cfg)
         if reuse and path.is_file():
-            done[i] = load_results([path])[0]
-        else:
-            todo.append(i)
+            result, problem = check_result(path, cfg)
+            if result is not None:
+                done[i] = result
+                continue
+            moved = quarantine(path)
+            sys.stderr.write(f"{path.name}: {problem}; moved to {moved} and run again\n")
+        todo.append(i)
     bar = _progress(len(configs), initial=len(configs) - len(todo), desc="runs", disable=not show_progress)
 
     def finish(i: int, result: RunResult, seconds: float) -> None:
