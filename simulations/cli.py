@@ -202,6 +202,12 @@ def validate(cfg: ExperimentConfig) -> None:
         raise CLIError(f"--eval-every must be >= 1, got {cfg.eval_every}")
     if cfg.declared_f is not None and cfg.declared_f < 0:
         raise CLIError(f"--declared-f must be >= 0, got {cfg.declared_f}")
+    from .experiment import check_feasible
+
+    try:
+        check_feasible(cfg)
+    except ValueError as err:
+        raise CLIError(str(err).replace("num-byzantine (or byzantine-fraction)", "--num-byzantine (or --byzantine-fraction)")) from None
 
 
 def _make_config(base: ExperimentConfig, **changes: Any) -> ExperimentConfig:

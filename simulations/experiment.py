@@ -25,12 +25,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from signguard_flwr import STRATEGIES, RoundDiagnostics
-from signguard_flwr.rules import get_rule
+from signguard_flwr.rules import InsufficientClientsError, get_rule
 
 from .adversary import OmniscientAdversary
 from .config import ExperimentConfig
 
-__all__ = ["RoundRecord", "RunResult", "run_on_grid", "run_experiment", "detection_counts", "ENGINES"]
+__all__ = ["RoundRecord", "RunResult", "run_on_grid", "run_experiment", "detection_counts", "ENGINES", "check_feasible", "check_run"]
 
 ENGINES = ("inprocess", "ray")
 SIMULATION_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -250,6 +250,51 @@ def build_strategy(cfg: ExperimentConfig, on_round: Callable[[RoundDiagnostics],
         on_round=on_round,
         **params,
     )
+
+
+def check_feasible(cfg: ExperimentConfig) -> None:
+    """Raise ``ValueError`` for a set-up that would only run as "global model kept".
+
+    An attack with no Byzantine client, and a rule that cannot run with ``num_clients`` rows
+    and its ``f`` (Krum and Multi-Krum need n >= 2f + 3, Bulyan n >= 4f + 3, ...): asked of the
+    rule itself on a dummy matrix, so every rule's own requirement is checked.
+    """
+    if cfg.attack != "none" and cfg.num_byzantine == 0:
+        raise ValueError(
+            f"attack {cfg.attack!r} with 0 Byzantine clients would run as no attack: "
+            "set num-byzantine (or byzantine-fraction) above 0, or attack 'none'"
+        )
+    strategy = build_strategy(cfg)
+    dummy = torch.randn(cfg.num_clients, 8, generator=torch.Generator().manual_seed(0))
+    params = dict(strategy.rule_params)
+    if "generator" in strategy.rule.param_names:
+        params["generator"] = torch.Generator().manual_seed(0)
+    try:
+        strategy.rule(dummy, **params)
+    except InsufficientClientsError as err:
+        raise ValueError(
+            f"defense {cfg.defense!r} cannot aggregate {cfg.num_clients} clients with f = {cfg.f}: {err}"
+        ) from None
+
+
+def check_run(cfg: ExperimentConfig) -> None:
+    """Everything a run would reject only later, as ``ValueError`` naming the run-config key:
+    the clients' settings, the attack's and the defense's parameters, feasibility."""
+    from clients.attacks import AttackParams
+    from clients.client_app import resolve_settings
+
+    resolve_settings(cfg.client_config())
+    try:
+        AttackParams.from_config({**cfg.client_config(), "knowledge": cfg.knowledge})
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"Config key 'attack-params' for attack {cfg.attack!r}: {err}") from None
+    try:
+        build_strategy(cfg)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"Config key 'defense-params' for defense {cfg.defense!r}: {err}") from None
+    if cfg.eval_every < 1:
+        raise ValueError(f"Config key 'eval-every' must be >= 1, got {cfg.eval_every}")
+    check_feasible(cfg)
 
 
 def run_on_grid(

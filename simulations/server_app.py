@@ -7,14 +7,19 @@ Run config keys are those of :class:`simulations.config.ExperimentConfig` with d
 directory the SuperLink was started from); ``round-timeout``: seconds a round waits for replies
 (default 3600); ``min-nodes``: the nodes a round needs once all ``num-clients`` nodes have
 connected (0, the default, = ``num-clients``; a deployment that must go on after losing
-SuperNodes sets it lower).
+SuperNodes sets it lower); ``node-timeout``: seconds to wait for the ``num-clients`` nodes to
+connect before giving up with the fix (default 300).
+
+The run config is checked before anything waits: a typo in a key, an unknown defense, bad
+rule or attack parameters, or a set-up that cannot run (Krum with n < 2f + 3, an attack with no
+Byzantine client) fails at once with one line naming the key.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from logging import INFO
+from logging import ERROR, INFO
 from pathlib import Path
 
 from flwr.app import Context
@@ -22,7 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
 from .config import ExperimentConfig
-from .experiment import run_on_grid
+from .experiment import check_run, run_on_grid
 
 app = ServerApp()
 
@@ -33,14 +38,16 @@ def main(grid: Grid, context: Context) -> None:
     results_dir = Path(str(run_config.pop("results-dir", "") or "results/flwr-run")).expanduser()
     timeout = float(run_config.pop("round-timeout", 3600.0))
     min_nodes = int(run_config.pop("min-nodes", 0))
-    cfg = ExperimentConfig.from_run_config(run_config)
+    node_timeout = float(run_config.pop("node-timeout", 300.0))
+    try:
+        cfg = ExperimentConfig.from_run_config(run_config)
+        check_run(cfg)
+    except (ValueError, TypeError) as err:
+        log(ERROR, "signguard-flwr: invalid run config: %s", err)
+        raise SystemExit(f"signguard-flwr: invalid run config: {err}") from None
     log(INFO, "signguard-flwr: app code from %s", _code_origins())
-    if 0 < min_nodes < cfg.num_clients:
-        # Start with every node (no sampling race), then let rounds go on with fewer.
-        while len(list(grid.get_node_ids())) < cfg.num_clients:
-            log(INFO, "signguard-flwr: waiting for %d nodes to connect", cfg.num_clients)
-            time.sleep(1)
-    else:
+    wait_for_nodes(grid, cfg.num_clients, node_timeout)
+    if not 0 < min_nodes < cfg.num_clients:
         min_nodes = cfg.num_clients
     result = run_on_grid(grid, cfg, engine="flwr-run", timeout=timeout, min_nodes=min_nodes)
     json_path, _ = result.write(results_dir)
@@ -53,6 +60,31 @@ def main(grid: Grid, context: Context) -> None:
         summary["final_acc"],
         json_path.resolve(),
     )
+
+
+def wait_for_nodes(grid: Grid, num_nodes: int, timeout: float, *, poll: float = 1.0) -> None:
+    """Wait until ``num_nodes`` nodes are connected; after ``timeout`` seconds raise SystemExit
+    with how many came and how to give the simulation enough SuperNodes.
+
+    Flower's own sampling would wait forever for nodes that never come (e.g. a simulation
+    federation with fewer ``num-supernodes`` than ``num-clients``).
+    """
+    deadline = time.monotonic() + timeout
+    last_said = -1
+    while True:
+        connected = len(list(grid.get_node_ids()))
+        if connected >= num_nodes:
+            return
+        if time.monotonic() >= deadline:
+            why = (f"only {connected} of the {num_nodes} nodes (num-clients) connected within {timeout:.0f} s; "
+                   f"give the simulation that many SuperNodes: flwr run . <federation> --federation-config "
+                   f"\"num-supernodes={num_nodes}\", start more SuperNodes, or lower num-clients")
+            log(ERROR, "signguard-flwr: %s", why)
+            raise SystemExit(f"signguard-flwr: {why}")
+        if connected != last_said:
+            log(INFO, "signguard-flwr: %d of %d nodes connected; waiting (up to %.0f s)", connected, num_nodes, timeout)
+            last_said = connected
+        time.sleep(poll)
 
 
 def _code_origins() -> str:

@@ -320,3 +320,16 @@ def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
         proc = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().endswith("signguard_dist, signguard_sim, trimmed_mean")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--defense", "krum", "--num-clients", "10", "--num-byzantine", "4"], "n >= 2f + 3"),
+        (["run", "--defense", "bulyan", "--num-clients", "10", "--num-byzantine", "2"], "n >= 4f + 3"),
+        (["run", "--attack", "lie", "--num-byzantine", "0"], "with 0 Byzantine clients would run as no attack"),
+    ],
+)
+def test_infeasible_setups_are_refused_up_front(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

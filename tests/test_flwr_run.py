@@ -82,7 +82,7 @@ def _stop(pids: list[int], timeout: float = 30.0) -> list[int]:
 def test_pyproject_config_is_complete_and_valid() -> None:
     """Every ExperimentConfig key is in [tool.flwr.app.config] with the main job's values."""
     config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    own = {"results-dir", "round-timeout", "min-nodes"}  # read by the ServerApp itself
+    own = {"results-dir", "round-timeout", "min-nodes", "node-timeout"}  # read by the ServerApp itself
     cfg = ExperimentConfig.from_run_config({k: v for k, v in config.items() if k not in own})
     assert cfg.to_run_config().keys() <= config.keys()
     fields = {f.replace("_", "-") for f in ExperimentConfig.__dataclass_fields__}
