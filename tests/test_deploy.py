@@ -72,6 +72,40 @@ def test_tls_certificates(tmp_path: Path) -> None:
     assert key.public_key().public_numbers() == server.public_key().public_numbers()
 
 
+def test_secrets_are_owner_only_from_creation(tmp_path: Path) -> None:
+    """Keys are created 0600 (never written 0644 first), their folders 0700, whatever the umask."""
+    import os
+    import stat
+
+    from simulations.deploy import certs
+
+    old_umask = os.umask(0)  # the most permissive: nothing may rely on the umask
+    opened: list[tuple[str, int]] = []
+    real_open = os.open
+
+    def spy(path, flags, mode=0o777, *args, **kwargs):
+        opened.append((str(path), mode))
+        return real_open(path, flags, mode, *args, **kwargs)
+
+    try:
+        os.open = spy
+        files = certs.make_tls_certificates(tmp_path / "tls")
+        private, public = certs.make_supernode_keys(tmp_path / "keys", "node-0")
+        certs.write_owner_only(tmp_path / "tls" / "config.toml", "x = 1\n")
+    finally:
+        os.open = real_open
+        os.umask(old_umask)
+    for path in (files.ca_key, files.server_key, private, tmp_path / "tls" / "config.toml"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert (str(path), 0o600) in opened, path  # created with that mode, not chmod'ed after
+    for folder in (tmp_path / "tls", tmp_path / "keys"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    # A key file that already existed with a wider mode is narrowed when rewritten.
+    files.server_key.chmod(0o644)
+    certs._write_private(files.server_key, b"new")
+    assert stat.S_IMODE(files.server_key.stat().st_mode) == 0o600
+
+
 def test_supernode_keys_are_what_flwr_reads(tmp_path: Path) -> None:
     private, public = make_supernode_keys(tmp_path, "node-0")
     key = serialization.load_ssh_private_key(private.read_bytes(), None)

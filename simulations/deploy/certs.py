@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+import os
 from pathlib import Path
 
 from cryptography import x509
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["TlsFiles", "make_tls_certificates", "make_supernode_keys"]
+__all__ = ["TlsFiles", "make_tls_certificates", "make_supernode_keys", "private_dir", "write_owner_only"]
 
 
 class TlsFiles:
@@ -43,8 +44,27 @@ class TlsFiles:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600)
+    """Write a secret readable by its owner only from the first byte on: created 0600 (no
+    window in which another local user could read a key written 0644 and chmod'ed later)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC: reset it
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_owner_only(path: str | Path, text: str) -> None:
+    """Write a text file readable by its owner only (0600 from creation)."""
+    _write_private(Path(path), text.encode())
+
+
+def private_dir(path: str | Path) -> Path:
+    """Create ``path`` (and missing parents) and make it owner-only (0700)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)  # mkdir's mode is filtered by the umask, and an existing folder keeps its own
+    return path
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -64,7 +84,7 @@ def make_tls_certificates(
     IP literals in ``hosts`` become ``IPAddress`` subjectAltNames, the rest ``DNSName``s.
     """
     files = TlsFiles(Path(directory))
-    files.directory.mkdir(parents=True, exist_ok=True)
+    private_dir(files.directory)
     now = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(minutes=5)
     until = now + _dt.timedelta(days=days)
 
@@ -124,8 +144,7 @@ def make_tls_certificates(
 
 def make_supernode_keys(directory: str | Path, name: str) -> tuple[Path, Path]:
     """Write an EC P-384 key pair ``<name>`` / ``<name>.pub`` (OpenSSH format); return the paths."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_dir(directory)
     key = ec.generate_private_key(ec.SECP384R1())
     private = directory / name
     public = directory / f"{name}.pub"

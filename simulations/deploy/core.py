@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .certs import TlsFiles, make_supernode_keys, make_tls_certificates
+from .certs import TlsFiles, make_supernode_keys, make_tls_certificates, private_dir, write_owner_only
 
 __all__ = [
     "REPO_ROOT",
@@ -299,7 +299,7 @@ class Deployment:
         return env
 
     def _save(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=1))
         tmp.replace(self.state_file)
@@ -367,7 +367,10 @@ class Deployment:
 
         version = flwr_version(self.bin_dir)
         transport = "http" if version >= (1, 40, 0) else "grpc"
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Owner-only: the state folder holds keys, the CLI's connection config and the CA; a
+        # local user who cannot read them cannot drive this deployment's Control API with the
+        # flwr CLI (see docs/deployment.md for what remains).
+        private_dir(self.state_dir)
         self.state = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "bin_dir": str(self.bin_dir),
@@ -502,7 +505,7 @@ class Deployment:
     # ------------------------------------------------------------------ Flower config / CLI
     def write_flower_config(self, tls_files: TlsFiles | None) -> Path:
         """``cli/config.toml``: the ``[superlink.signguard-deploy]`` connection (the default)."""
-        self.cli_home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.cli_home)
         lines = [
             "[superlink]",
             f'default = "{CONNECTION_NAME}"',
@@ -515,7 +518,7 @@ class Deployment:
         else:
             lines.append("insecure = true")
         path = self.cli_home / "config.toml"
-        path.write_text("\n".join(lines) + "\n")
+        write_owner_only(path, "\n".join(lines) + "\n")
         return path
 
     def flwr(self, args: Sequence[str], *, timeout: float = 300.0, cwd: str | Path | None = None
