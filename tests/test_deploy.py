@@ -326,3 +326,27 @@ def test_flwr139_grpc_deployment(tmp_path: Path) -> None:
     finally:
         dep.down(timeout=10)
     assert_no_ray_processes()
+
+
+def test_printed_commands_run_as_printed_from_another_directory(tmp_path: Path) -> None:
+    """`up` printed `run ... --state-dir X` (rejected: the flag goes before the subcommand) and a
+    `down` that, run from elsewhere, found no deployment. Run every printed hint from another
+    folder against a state folder given relative to it."""
+    import subprocess
+
+    from simulations.deploy.__main__ import hints
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    state = tmp_path / "my-deploy"  # no deployment there: every command must find that folder
+    commands = hints(state)
+    assert set(commands) == {"run", "status", "down"}
+    for name, command in commands.items():
+        proc = subprocess.run(command, shell=True, cwd=elsewhere, capture_output=True, text=True, timeout=120)
+        output = proc.stdout + proc.stderr
+        assert "unrecognized arguments" not in output and "No module named" not in output, (name, output)
+        assert str(state) in output, (name, output)  # it looked in the right folder
+    # A relative --state-dir means the folder relative to where the command was typed.
+    proc = subprocess.run([sys.executable, "-m", "simulations.deploy", "--state-dir", "rel-state", "down"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert f"no deployment in {REPO_ROOT / 'rel-state'}" in proc.stdout

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import subprocess
 import sys
 try:
@@ -64,11 +65,25 @@ def cmd_up(args: argparse.Namespace) -> int:
         extra.setdefault(int(pid), {}).update(_parse_kv([rest]))
     dep.up(args.nodes, byzantine=args.byzantine, attack=args.attack, tls=args.tls, auth=args.auth,
            port=args.port, node_extra=extra, startup_timeout=args.startup_timeout, log=sys.stdout)
-    print("run an experiment:  python -m simulations.deploy run --defense signguard --rounds 3"
-          + (f" --state-dir {args.state_dir}" if Path(args.state_dir).resolve() != DEFAULT_STATE_DIR else ""))
-    print(f"or with flwr:       {dep.run_command_hint()}")
-    print("stop everything:    python -m simulations.deploy down")
+    commands = hints(args.state_dir)
+    print(f"run an experiment:  {commands['run']}")
+    print(f"or with flwr:       cd {shlex.quote(str(REPO_ROOT))} && {dep.run_command_hint()}")
+    print(f"what is running:    {commands['status']}")
+    print(f"stop everything:    {commands['down']}")
     return 0
+
+
+def hints(state_dir: str | Path) -> dict[str, str]:
+    """The commands ``up`` prints, runnable as printed from any directory: they change to the
+    repository (``-m simulations.deploy`` is found there) and name the state folder by its
+    absolute path, before the subcommand where the parser wants it."""
+    prefix = (f"cd {shlex.quote(str(REPO_ROOT))} && {shlex.quote(sys.executable)} -m simulations.deploy "
+              f"--state-dir {shlex.quote(str(Path(state_dir).expanduser().resolve()))}")
+    return {
+        "run": f"{prefix} run --defense signguard --rounds 3",
+        "status": f"{prefix} status",
+        "down": f"{prefix} down",
+    }
 
 
 def _fmt(value: Any) -> str:
@@ -140,7 +155,8 @@ def cmd_venv(args: argparse.Namespace) -> int:
     cmd = [str(target / "bin" / "pip"), "install", spec, "torch==2.14.1", "torchvision==0.29.1", "-e", f"{REPO_ROOT}[test]"]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
-    print(f"ready: python -m simulations.deploy up --venv {target} --nodes 5 --byzantine 1")
+    print(f"ready: cd {shlex.quote(str(REPO_ROOT))} && {shlex.quote(sys.executable)} -m simulations.deploy "
+          f"up --venv {shlex.quote(str(target))} --nodes 5 --byzantine 1")
     return 0
 
 
@@ -196,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     venv.set_defaults(func=cmd_venv)
 
     args = parser.parse_args(argv)
+    # Relative to where the command was typed, once: every later use (and every printed hint)
+    # then means the same folder whatever the working directory.
+    args.state_dir = str(Path(args.state_dir).expanduser().resolve())
     try:
         return int(args.func(args))
     except DeploymentError as err:
