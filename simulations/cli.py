@@ -617,12 +617,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif not argv[0].startswith("-") and argv[0] not in COMMANDS:
         return _fail(f"unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}")
     parser = build_parser()
+    from .logs import restored_flower_logging
+
     try:
         args = parser.parse_args(argv)
         if args.command is None:
             args = parser.parse_args(["main"])
-        _quiet_flower(getattr(args, "verbose", False))
-        return COMMAND_FUNCS[args.command](args)
+        # The command's log settings end with it (main() also runs in-process, e.g. in tests).
+        with restored_flower_logging():
+            _quiet_flower(getattr(args, "verbose", False))
+            return COMMAND_FUNCS[args.command](args)
     except CLIError as err:
         return _fail(str(err))
     except SystemExit as exc:  # --help

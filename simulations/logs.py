@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 
-__all__ = ["quiet_flower", "flower_is_quiet", "RepeatLimiter"]
+__all__ = ["quiet_flower", "flower_is_quiet", "RepeatLimiter", "restored_flower_logging"]
 
 
 class _DropEvaluateNotice(logging.Filter):
@@ -56,3 +58,17 @@ def quiet_flower() -> None:
 
 def flower_is_quiet() -> bool:
     return logging.getLogger("flwr").level >= logging.WARNING
+
+
+@contextlib.contextmanager
+def restored_flower_logging() -> Iterator[None]:
+    """Flower's logger level and filters as they were before the block."""
+    import flwr.common.logger  # noqa: F401 - sets the level when first imported
+
+    logger = logging.getLogger("flwr")
+    level, filters = logger.level, list(logger.filters)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        logger.filters[:] = filters

@@ -408,6 +408,17 @@ def _run_in_worker(cfg: ExperimentConfig) -> tuple[dict[str, Any], float]:
 
 
 def _progress(total: int, **kwargs: Any):
+    """A tqdm bar on stderr, only when stderr is a terminal: redirected to a file, a bar is
+    kilobytes of carriage returns (the finished-run lines, printed with ``bar.write``, stay)."""
     from tqdm import tqdm
 
+    if not _is_terminal(sys.stderr):
+        kwargs["disable"] = True
     return tqdm(total=total, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False

@@ -24,3 +24,12 @@ def test_repeat_limiter_masks_digits_and_says_when_it_hides() -> None:
     # Another shape of message is counted on its own; errors always pass.
     assert limiter.filter(_record("no finite updates: global model kept"))
     assert all(limiter.filter(_record("boom %d", i, level=logging.ERROR)) for i in range(5))
+
+
+def test_a_command_leaves_flower_logging_as_it_found_it(capsys) -> None:
+    from simulations.cli import main
+
+    logger = logging.getLogger("flwr")
+    before = (logger.level, list(logger.filters))
+    assert main(["sweep", "--list"]) == 0
+    assert (logger.level, list(logger.filters)) == before

@@ -66,3 +66,12 @@ def test_dry_run_and_report_say_which_files_are_damaged(finished: Path, capsys) 
     assert "0 already done, 1 damaged (to redo)" in out and "[redo]" in out
     assert load_results([finished.parent]) == []
     assert "skipping damaged result" in capsys.readouterr().err
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path: Path, capsys) -> None:
+    """A sweep's log file was 98 KB of carriage returns: bars only on a terminal; the line per
+    finished run stays."""
+    run_sweep([CFG], tmp_path, show_progress=True)
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err
+    assert "best acc" in captured.out

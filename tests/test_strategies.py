@@ -119,6 +119,8 @@ def test_summary_logs_rule_settings(caplog):
         strategy.summary()
     text = caplog.text
     assert "multi_krum" in text and "f: 2" in text and "momentum=0.9" in text
+    # Not FedAvg's "Weighted by: 'num-examples'": updates are never weighted by reported counts.
+    assert "Weighted by" not in text and "Updates: unweighted" in text and "Minimum available nodes" in text
 
 
 # --------------------------------------------------------------------------- semantics

@@ -262,7 +262,18 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         log(INFO, "\t│\t├── server optimizer: %s", self.optimizer)
         log(INFO, "\t│\t├── buffers: %s", self.buffers)
         log(INFO, "\t│\t└── device/dtype: %s / %s", self.device, self.dtype)
-        super().summary()
+        # FedAvg's own summary says "Weighted by: 'num-examples'", which is not true here:
+        # updates are never weighted by client-reported counts (only evaluation metrics are,
+        # capped).  Log its sampling settings and keys with what they really do.
+        log(INFO, "\t├──> Sampling:")
+        log(INFO, "\t│\t├──Fraction: train (%.2f) | evaluate ( %.2f)", self.fraction_train, self.fraction_evaluate)
+        log(INFO, "\t│\t├──Minimum nodes: train (%d) | evaluate (%d)", self.min_train_nodes, self.min_evaluate_nodes)
+        log(INFO, "\t│\t└──Minimum available nodes: %d", self.min_available_nodes)
+        log(INFO, "\t└──> Keys in records:")
+        log(INFO, "\t\t├── Updates: unweighted (client-reported '%s' is ignored for aggregation)", self.weighted_by_key)
+        log(INFO, "\t\t├── Evaluation metrics weighted by: '%s' (capped at %g x the median)", self.weighted_by_key, EVALUATE_WEIGHT_CAP)
+        log(INFO, "\t\t├── ArrayRecord key: '%s'", self.arrayrecord_key)
+        log(INFO, "\t\t└── ConfigRecord key: '%s'", self.configrecord_key)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
