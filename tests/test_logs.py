@@ -27,6 +27,8 @@ def test_repeat_limiter_masks_digits_and_says_when_it_hides() -> None:
 
 
 def test_a_command_leaves_flower_logging_as_it_found_it(capsys) -> None:
+    import flwr.common.logger  # noqa: F401 - configures the logger on first import
+
     from simulations.cli import main
 
     logger = logging.getLogger("flwr")
