@@ -244,7 +244,7 @@ def test_sweep_dry_run_names_unmeasured_tasks(tmp_path: Path, capsys, monkeypatc
     assert lines[3] == "No measurement for task digits (2 runs not in the estimate)."
 
 
-def test_main_job_is_the_default(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_main_job_is_the_default(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, stop_resource_tracker) -> None:
     base = ExperimentConfig(task="digits", num_clients=4, num_byzantine=1, rounds=2, eval_every=1)
     tiny_main = lambda: [base.replace(defense=d, attack=a) for a in ("none", "sign_flip") for d in ("mean", "signguard")]  # noqa: E731
     monkeypatch.setitem(paper_sweeps.SWEEPS, "main", tiny_main)
