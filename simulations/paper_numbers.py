@@ -1,8 +1,8 @@
 """The SignGuard paper's published numbers (Tables I–III), as Python data for the reports.
 
 Transcribed from J. Xu, S.-L. Huang, L. Song, T. Lan, "Byzantine-robust Federated Learning
-through Collaborative Malicious Gradient Filtering" (ICDCS 2022), via the project's notes
-``design/paper-results.md``.  Names are ours: defenses as in :data:`signguard_flwr.STRATEGIES`,
+through Collaborative Malicious Gradient Filtering" (ICDCS 2022), Tables I–III and §V.  Names
+are ours: defenses as in :data:`signguard_flwr.STRATEGIES`,
 attacks as in :data:`clients.attacks.ATTACKS`, datasets as in :data:`clients.tasks.TASKS`.
 
 * Table I: best test accuracy (%), IID, n = 50 clients, 20% Byzantine (m = 10).
