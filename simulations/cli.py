@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 @dataclasses.dataclass(frozen=True)
 class Flag:
     field: str
-    kind: str  # "str", "int", "float", "params", "ints"
+    kind: str  # "str", "int", "float", "params", "ints", "bool"
     help: str
     listable: bool = True  # sweep accepts alternatives
 
@@ -121,8 +121,10 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
     Flag("weight_decay", "float", "server SGD weight decay (default 5e-4)"),
     Flag("lr_milestones", "ints", 'rounds where the server lr is multiplied by 0.1, "100,150" (default none)'),
     Flag("seed", "int", "seed of data split, Byzantine set, sampling, attacks (default 0)"),
-    Flag("data_dir", "str", "dataset folder (default: $SIGNGUARD_DATA_DIR, ../shared/data, ~/.cache/signguard-flwr/data)",
+    Flag("data_dir", "str", "dataset folder (default: $SIGNGUARD_DATA_DIR, a shared/data folder beside the repository, ~/.cache/signguard-flwr/data)",
          listable=False),
+    Flag("download", "bool", "let torchvision download MNIST / Fashion-MNIST / CIFAR-10 into the data folder when "
+         "absent (--download alone = true; default false)", listable=False),
     Flag("eval_every", "int", "evaluate the global model on the test set every k rounds (default 1)"),
     Flag("knowledge", "str", "what colluding attacks see: omniscient (default), benign, colluders"),
     Flag("byzantine_placement", "str", "which clients are Byzantine: random (default) or first"),
@@ -150,8 +152,15 @@ def _convert(flag: Flag, text: str) -> Any:
             return parse_params(text)
         if flag.kind == "ints":
             return tuple(int(t) for t in text.split(",") if t.strip())
+        if flag.kind == "bool":
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(text)
     except ValueError as err:
-        what = {"int": "an integer", "float": "a number", "params": '"key=value,..."', "ints": "integers"}[flag.kind]
+        what = {"int": "an integer", "float": "a number", "params": '"key=value,..."', "ints": "integers",
+                "bool": "true or false"}[flag.kind]
         detail = f" ({err})" if flag.kind == "params" else ""
         raise CLIError(f"{flag.option}: expected {what}, got {text!r}{detail}") from None
     return text
@@ -322,6 +331,10 @@ def _add_config_flags(p: argparse.ArgumentParser, *, lists: bool) -> None:
         "experiment settings" + (" (comma-separated alternatives; ';' between alternatives of -params and --lr-milestones)" if lists else "")
     )
     for flag in CONFIG_FLAGS:
+        if flag.kind == "bool":
+            group.add_argument(flag.option, dest=flag.field, default=None, nargs="?", const="true",
+                               metavar="BOOL", help=flag.help)
+            continue
         metavar = {"int": "N", "float": "X", "params": "K=V,...", "ints": "R,R,...", "str": flag.field.upper()}[flag.kind]
         if lists and flag.listable:
             metavar = {"params": "K=V,..;..", "ints": "R,..;.."}.get(flag.kind, metavar + ",...")

@@ -86,6 +86,8 @@ class ExperimentConfig:
     lr_milestones: tuple[int, ...] = ()
     seed: int = 0
     data_dir: str = ""
+    download: bool = False
+    """Let torchvision download a missing MNIST / Fashion-MNIST / CIFAR-10 into ``data_dir``."""
     eval_every: int = 1
     knowledge: str = "omniscient"
     byzantine_placement: str = "random"
@@ -120,7 +122,7 @@ class ExperimentConfig:
 
     def key(self) -> str:
         """A short stable hash of every setting: names result files, detects finished runs."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in ("data_dir", "num_cpus", "num_gpus", "device")}
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("data_dir", "download", "num_cpus", "num_gpus", "device")}
         digest = hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f"{self.task}-{self.defense}-{self.attack}-b{self.num_byzantine}-{self.partition}-s{self.seed}-{digest}"
 
@@ -156,6 +158,10 @@ class ExperimentConfig:
                 value = parse_params(value)
             elif key == "lr_milestones":
                 value = tuple(int(v) for v in str(value).split(",") if str(v).strip())
+            elif key == "download" and isinstance(value, str):
+                if value.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(f"run-config key 'download' must be true or false, got {value!r}")
+                value = value.strip().lower() in ("true", "1")
             elif key == "declared_f":  # TOML has no null: "" or a negative value means "not set"
                 value = None if value in ("", None) or int(value) < 0 else int(value)
             kwargs[key] = value
@@ -205,5 +211,6 @@ CLIENT_KEYS = (
     "local-lr",
     "seed",
     "data-dir",
+    "download",
     "device",
 )

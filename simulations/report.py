@@ -75,7 +75,7 @@ SIGNGUARD_FAMILY = ("signguard", "signguard_sim", "signguard_dist")
 # Settings that vary inside a block (the table's rows, columns and repetitions) or that do not
 # change what is computed (where the data lives, resources, evaluation cadence).
 _CELL_KEYS = ("defense", "defense_params", "attack", "attack_params", "seed")
-_IGNORED_KEYS = ("data_dir", "num_cpus", "num_gpus", "device", "eval_every")
+_IGNORED_KEYS = ("data_dir", "download", "num_cpus", "num_gpus", "device", "eval_every")
 _DEFAULTS = ExperimentConfig().to_dict()
 
 _EXTRA_ATTACK_ORDER = ("reverse_scaling", "time_varying", "lie_local")

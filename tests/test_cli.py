@@ -333,3 +333,19 @@ def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
 def test_infeasible_setups_are_refused_up_front(argv, message, capsys) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_download_flag_reaches_the_clients_and_does_not_change_the_run_key() -> None:
+    from simulations.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["run", "--task", "digits", "--download"])
+    cfg = config_from_args(args)
+    assert cfg.download is True and cfg.client_config()["download"] is True
+    assert cfg.key() == cfg.replace(download=False).key()  # where the data came from is not a setting
+    args = build_parser().parse_args(["run", "--task", "digits", "--download", "false"])
+    assert config_from_args(args).download is False
+
+
+def test_download_flag_rejects_other_values(capsys) -> None:
+    assert main(["run", "--download", "maybe"]) == 2
+    assert "--download: expected true or false, got 'maybe'" in capsys.readouterr().err
