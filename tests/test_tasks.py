@@ -420,10 +420,24 @@ def test_real_agnews(real_data_dir: Path) -> None:
 # ============================================================================ bundled MNIST subset
 
 
-def test_mnist_mini_ships_with_the_repository_and_needs_no_data_dir(tmp_path: Path) -> None:
+def test_mnist_mini_where_the_fab_cannot_carry_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An app installed from a FAB has no bundled .npz: the task then reads it from data-dir."""
+    import shutil
+
+    from clients.tasks import datasets as ds_module
+
+    shutil.copy(ds_module.MNIST_MINI_PATH, tmp_path / "mnist_mini.npz")
+    monkeypatch.setattr(ds_module, "MNIST_MINI_PATH", tmp_path / "not-installed" / "mnist_mini.npz")
+    train, test = get_task("mnist-mini").load(tmp_path)
+    assert (len(train), len(test)) == (10_000, 2_000)
+    with pytest.raises(DatasetNotFoundError, match="make_mnist_mini"):
+        get_task("mnist-mini").load(tmp_path / "empty")
+
+
+def test_mnist_mini_ships_with_the_repository(tmp_path: Path) -> None:
     task = get_task("mnist-mini")
-    assert not task.needs_data_dir and task.build_model().__class__ is MnistCNN
-    train, test = task.load(tmp_path / "nothing-here")  # the folder does not matter
+    assert task.build_model().__class__ is MnistCNN
+    train, test = task.load(tmp_path / "nothing-here")  # the bundled copy wins over the folder
     assert (len(train), len(test)) == (10_000, 2_000)
     assert np.bincount(train.targets).tolist() == [1000] * 10
     assert np.bincount(test.targets).tolist() == [200] * 10

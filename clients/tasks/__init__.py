@@ -109,9 +109,14 @@ def _load_digits(_data_dir: Path, _download: bool) -> tuple[ArrayDataset, ArrayD
     return load_digits_dataset()
 
 
-def _load_mnist_mini(_data_dir: Path, _download: bool) -> tuple[ArrayDataset, ArrayDataset]:
-    # Bundled with the repository: the data directory and download flag do not apply.
-    return load_mnist_mini()
+def _load_mnist_mini(data_dir: Path, _download: bool) -> tuple[ArrayDataset, ArrayDataset]:
+    # Bundled with the repository; where the code runs without it (an app installed from a FAB,
+    # which carries code and text only) the same file is read from the data directory.
+    from . import datasets
+
+    bundled = datasets.MNIST_MINI_PATH
+    copy = Path(data_dir) / bundled.name
+    return load_mnist_mini(bundled if bundled.is_file() or not copy.is_file() else copy)
 
 
 TASKS: dict[str, Task] = {
@@ -122,13 +127,7 @@ TASKS: dict[str, Task] = {
         loader=_load_digits,
         needs_data_dir=False,
     ),
-    "mnist-mini": Task(
-        name="mnist-mini",
-        num_classes=10,
-        model_fn=MnistCNN,
-        loader=_load_mnist_mini,
-        needs_data_dir=False,
-    ),
+    "mnist-mini": Task(name="mnist-mini", num_classes=10, model_fn=MnistCNN, loader=_load_mnist_mini),
     "mnist": Task(name="mnist", num_classes=10, model_fn=MnistCNN, loader=load_mnist),
     "fmnist": Task(name="fmnist", num_classes=10, model_fn=MnistCNN, loader=load_fmnist),
     "cifar10": Task(name="cifar10", num_classes=10, model_fn=cifar_resnet18, loader=load_cifar10),
