@@ -251,6 +251,7 @@ def _check_run(result: dict, rounds: int, nodes: int, byzantine: list[int]) -> N
 def test_cli_deployment_tls_auth(tmp_path: Path) -> None:
     state = tmp_path / "deploy"
     t0 = time.monotonic()
+    up = None
     try:
         up = _cli(state, "up", "--nodes", "3", "--byzantine", "1", "--attack", "sign_flip", "--tls", "--auth")
         assert up.returncode == 0, up.stderr
@@ -271,23 +272,38 @@ def test_cli_deployment_tls_auth(tmp_path: Path) -> None:
         assert rc not in (0, -1) and "Failed to activate SuperNode" in log, log[-2000:]
         assert len(dep.connected_node_ids()) == 3
 
+        # The run command exactly as `up` printed it, from another directory (plus quiet/timeout).
+        printed = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
+                   for line in up.stdout.splitlines()
+                   if line.startswith(("run an experiment:", "or with flwr:", "stop everything:"))}
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
         t1 = time.monotonic()
-        run = _cli(state, "run", "--defense", "signguard", "--rounds", "2", "--quiet", "--timeout", "480")
+        run = subprocess.run(printed["run an experiment"] + " --quiet --timeout 480", shell=True, cwd=elsewhere,
+                             capture_output=True, text=True, timeout=600)
         t_run = time.monotonic() - t1
-        assert run.returncode == 0, run.stdout[-3000:]
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
         results = list((state / "runs").glob("*/*.json"))
         assert len(results) == 1
-        _check_run(json.loads(results[0].read_text()), rounds=2, nodes=3, byzantine=[0])
+        _check_run(json.loads(results[0].read_text()), rounds=3, nodes=3, byzantine=[0])
         run_log = "\n".join(iter_lines(next((state / "runs").glob("*/flwr-run.log"))))
         # The ServerApp imported the app's packages from the FAB installed under the SuperLink's
         # FLWR_HOME, not from the repository.
         origin = next(line for line in run_log.splitlines() if "app code from" in line)
         for package in ("simulations", "clients", "signguard_flwr"):
             assert f"{package}={state / 'superlink' / 'apps'}" in origin, origin
-        sys.stdout.write(f"timings: up {t_up:.1f} s, run (2 rounds) {t_run:.1f} s\n")
+        # ... and the plain `flwr run` line it printed, also from elsewhere.
+        flwr = subprocess.run(printed["or with flwr"], shell=True, cwd=elsewhere, capture_output=True, text=True,
+                              timeout=600)
+        assert flwr.returncode == 0 and "finished: best accuracy" in flwr.stdout + flwr.stderr, (
+            flwr.stdout[-3000:] + flwr.stderr[-2000:])
+        sys.stdout.write(f"timings: up {t_up:.1f} s, run (3 rounds) {t_run:.1f} s\n")
     finally:
         recorded = _recorded(state) if (state / "state.json").exists() else []
-        down = _cli(state, "down")
+        stop = next((line.split(":", 1)[1].strip() for line in (up.stdout if up is not None else "").splitlines()
+                     if line.startswith("stop everything:")), None)  # `down` as `up` printed it
+        down = (subprocess.run(stop, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                if stop else _cli(state, "down"))
         Deployment(state).down()  # no-op when the CLI worked; the safety net when it did not
     assert down.returncode == 0
     time.sleep(1.0)
