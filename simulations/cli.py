@@ -181,8 +181,7 @@ def _values(flag: Flag, raw: str | None, *, listable: bool) -> list[Any] | None:
 
 def validate(cfg: ExperimentConfig) -> None:
     """Check what the run would reject only later (rule and attack parameters, client settings)."""
-    from clients.attacks import AttackParams
-    from clients.client_app import resolve_device, resolve_settings
+    from clients.client_app import resolve_device
 
     for name in _CHOICE_FIELDS:
         value = getattr(cfg, name)
@@ -193,28 +192,10 @@ def validate(cfg: ExperimentConfig) -> None:
         resolve_device(cfg.device)
     except ValueError as err:
         raise CLIError("--device: " + str(err).replace("Config key 'device': ", "")) from None
-    try:
-        resolve_settings(cfg.client_config())
-    except ValueError as err:
-        raise CLIError(str(err)) from None
-    try:
-        AttackParams.from_config({**cfg.client_config(), "knowledge": cfg.knowledge})
-    except (ValueError, TypeError) as err:
-        raise CLIError(f"--attack-params for {cfg.attack!r}: {err}") from None
-    from .experiment import build_strategy
+    from .experiment import check_run
 
     try:
-        build_strategy(cfg)
-    except (ValueError, TypeError) as err:
-        raise CLIError(f"--defense-params for {cfg.defense!r}: {err}") from None
-    if cfg.eval_every < 1:
-        raise CLIError(f"--eval-every must be >= 1, got {cfg.eval_every}")
-    if cfg.declared_f is not None and cfg.declared_f < 0:
-        raise CLIError(f"--declared-f must be >= 0, got {cfg.declared_f}")
-    from .experiment import check_feasible
-
-    try:
-        check_feasible(cfg)
+        check_run(cfg, name=lambda key: f"--{key}")
     except ValueError as err:
         raise CLIError(str(err).replace("num-byzantine (or byzantine-fraction)", "--num-byzantine (or --byzantine-fraction)")) from None
 

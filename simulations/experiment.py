@@ -277,9 +277,12 @@ def check_feasible(cfg: ExperimentConfig) -> None:
         ) from None
 
 
-def check_run(cfg: ExperimentConfig) -> None:
-    """Everything a run would reject only later, as ``ValueError`` naming the run-config key:
-    the clients' settings, the attack's and the defense's parameters, feasibility."""
+def check_run(cfg: ExperimentConfig, name: Callable[[str], str] = lambda key: f"Config key {key!r}") -> None:
+    """Everything a run would reject only later, as ``ValueError`` naming the setting: the
+    clients' settings, the attack's and the defense's parameters, feasibility.
+
+    ``name`` turns a run-config key into how the caller calls it (the CLI: ``--attack-params``).
+    """
     from clients.attacks import AttackParams
     from clients.client_app import resolve_settings
 
@@ -287,13 +290,15 @@ def check_run(cfg: ExperimentConfig) -> None:
     try:
         AttackParams.from_config({**cfg.client_config(), "knowledge": cfg.knowledge})
     except (ValueError, TypeError) as err:
-        raise ValueError(f"Config key 'attack-params' for attack {cfg.attack!r}: {err}") from None
+        raise ValueError(f"{name('attack-params')} for {cfg.attack!r}: {err}") from None
     try:
         build_strategy(cfg)
     except (ValueError, TypeError) as err:
-        raise ValueError(f"Config key 'defense-params' for defense {cfg.defense!r}: {err}") from None
+        raise ValueError(f"{name('defense-params')} for {cfg.defense!r}: {err}") from None
     if cfg.eval_every < 1:
-        raise ValueError(f"Config key 'eval-every' must be >= 1, got {cfg.eval_every}")
+        raise ValueError(f"{name('eval-every')} must be >= 1, got {cfg.eval_every}")
+    if cfg.declared_f is not None and cfg.declared_f < 0:
+        raise ValueError(f"{name('declared-f')} must be >= 0, got {cfg.declared_f}")
     check_feasible(cfg)
 
 
