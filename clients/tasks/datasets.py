@@ -397,22 +397,27 @@ def _load_gray28(
             arrays, where = _torchvision_arrays(torchvision_cls, data_dir, download=True), str(data_dir)
         else:
             raise _not_found(dataset, data_dir, layouts, ", or set download=True (run-config 'download')")
-        splits = []
-        for split in ("train", "test"):
-            x, y = np.asarray(arrays[f"x_{split}"]), np.asarray(arrays[f"y_{split}"])
-            if x.ndim == 4 and x.shape[1] == 1:  # (N, 1, 28, 28)
-                x = x[:, 0]
-            elif x.ndim == 4 and x.shape[-1] == 1:  # (N, 28, 28, 1)
-                x = x[..., 0]
-            _check_split(x, y, (28, 28), 10, f"{where} [{split}]")
-            x = _as_uint8(x, f"{where} [{split}]")
-            splits.append(
-                ArrayDataset(
-                    torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1),
-                    y,
-                    transform=_image_transform(MNIST_MEAN, MNIST_STD),
-                )
+        return _gray28_splits(arrays, where)
+
+
+def _gray28_splits(arrays: dict[str, np.ndarray], where: str) -> tuple[ArrayDataset, ArrayDataset]:
+    """Checked ``(train, test)`` of 28x28 gray images with the MNIST normalisation."""
+    splits = []
+    for split in ("train", "test"):
+        x, y = np.asarray(arrays[f"x_{split}"]), np.asarray(arrays[f"y_{split}"])
+        if x.ndim == 4 and x.shape[1] == 1:  # (N, 1, 28, 28)
+            x = x[:, 0]
+        elif x.ndim == 4 and x.shape[-1] == 1:  # (N, 28, 28, 1)
+            x = x[..., 0]
+        _check_split(x, y, (28, 28), 10, f"{where} [{split}]")
+        x = _as_uint8(x, f"{where} [{split}]")
+        splits.append(
+            ArrayDataset(
+                torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1),
+                y,
+                transform=_image_transform(MNIST_MEAN, MNIST_STD),
             )
+        )
     return splits[0], splits[1]
 
 
@@ -495,16 +500,7 @@ def load_mnist_mini(path: str | Path = MNIST_MINI_PATH) -> tuple[ArrayDataset, A
     with _explained("MNIST-mini", path.parent, layouts):
         if not path.is_file():
             raise _not_found("MNIST-mini", path.parent, layouts, "; rebuild it with python -m clients.tasks.make_mnist_mini")
-        arrays = _read_npz(path)
-        splits = []
-        for split in ("train", "test"):
-            x, y = np.asarray(arrays[f"x_{split}"]), np.asarray(arrays[f"y_{split}"])
-            _check_split(x, y, (28, 28), 10, f"{path} [{split}]")
-            x = _as_uint8(x, f"{path} [{split}]")
-            splits.append(
-                ArrayDataset(torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1), y, transform=_image_transform(MNIST_MEAN, MNIST_STD))
-            )
-    return splits[0], splits[1]
+        return _gray28_splits(_read_npz(path), str(path))
 
 
 def load_fmnist(data_dir: str | Path, download: bool = False) -> tuple[ArrayDataset, ArrayDataset]:
