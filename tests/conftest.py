@@ -52,7 +52,7 @@ def simulation_env():
 
 
 def descendant_pids(root: int | None = None) -> list[int]:
-    """PIDs of every live descendant of ``root`` (this process by default), from /proc."""
+    """PIDs of every live descendant of ``root`` (this process by default)."""
     from simulations.deploy.core import descendants
 
     return descendants(os.getpid() if root is None else root)

@@ -39,6 +39,7 @@ from simulations.deploy import (
     iter_lines,
 )
 from simulations.deploy.certs import make_supernode_keys, make_tls_certificates
+from simulations.deploy.processes import is_alive, start_time
 from tests.conftest import assert_no_ray_processes
 
 try:
@@ -189,29 +190,12 @@ def _cli(state: Path, *args: str, timeout: float = 600) -> subprocess.CompletedP
     return out
 
 
-def _start_time(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(")") + 2 :].split()[19])
-
-
-def _recorded(state: Path) -> list[tuple[int, int | None]]:
+def _recorded(state: Path) -> list[tuple[int, float | None]]:
     """The processes `up` recorded and, as of now, all their descendants (SuperExec, apps)."""
     data = json.loads((state / "state.json").read_text())
     procs = [(p["pid"], p["start_time"]) for p in [data["superlink"], *data["nodes"]] if p]
-    family = [(d, _start_time(d)) for pid, _ in procs for d in descendants(pid)]
+    family = [(d, start_time(d)) for pid, _ in procs for d in descendants(pid)]
     return procs + [(pid, st) for pid, st in family if st is not None]
-
-
-def _is_alive(pid: int, start_time: int | None) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[0] != "Z" and (start_time is None or int(fields[19]) == start_time)
 
 
 def _try_unregistered_node(dep: Deployment, workdir: Path) -> tuple[int, str]:
@@ -307,7 +291,7 @@ def test_cli_deployment_tls_auth(tmp_path: Path) -> None:
         Deployment(state).down()  # no-op when the CLI worked; the safety net when it did not
     assert down.returncode == 0
     time.sleep(1.0)
-    assert recorded and not [pid for pid, st in recorded if _is_alive(pid, st)]
+    assert recorded and not [pid for pid, st in recorded if is_alive(pid, st)]
     assert_no_ray_processes()
 
 
@@ -366,3 +350,21 @@ def test_printed_commands_run_as_printed_from_another_directory(tmp_path: Path) 
     proc = subprocess.run([sys.executable, "-m", "simulations.deploy", "--state-dir", "rel-state", "down"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert f"no deployment in {REPO_ROOT / 'rel-state'}" in proc.stdout
+
+
+def test_process_identity_survives_pid_reuse_checks() -> None:
+    """A recorded (pid, start time) names one process: a different start time is someone else."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        started = start_time(child.pid)
+        assert started is not None and is_alive(child.pid, started)
+        assert not is_alive(child.pid, started + 1.0)  # same PID, other creation time
+        assert child.pid in descendants(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert start_time(child.pid) is None and not is_alive(child.pid, started)
+    assert child.pid not in descendants(os.getpid())

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .certs import TlsFiles, make_supernode_keys, make_tls_certificates, private_dir, write_owner_only
+from .processes import descendants, is_alive, start_time
 
 __all__ = [
     "REPO_ROOT",
@@ -86,53 +87,13 @@ class DeploymentError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def _start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None  # a zombie is dead
-    return int(fields[19])
-
-
-def _alive(pid: int, start_time: int | None) -> bool:
-    current = _start_time(pid)
-    return current is not None and (start_time is None or current == start_time)
-
-
-def descendants(root: int) -> list[int]:
-    """Live descendants of ``root`` (from ``/proc``), children before grandchildren."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields[0] == "Z":
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    out: list[int] = []
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(0), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 @dataclass
 class ProcInfo:
     """One process we started: enough to find it again and to stop exactly it."""
 
     role: str
     pid: int
-    start_time: int | None
+    start_time: float | None
     log: str
     flwr_home: str
     cmd: list[str]
@@ -142,7 +103,7 @@ class ProcInfo:
     node_id: int | None = None
 
     def alive(self) -> bool:
-        return _alive(self.pid, self.start_time)
+        return is_alive(self.pid, self.start_time)
 
 
 @dataclass
@@ -315,7 +276,7 @@ class Deployment:
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._popen[proc.pid] = proc
-        return ProcInfo(role=role, pid=proc.pid, start_time=_start_time(proc.pid), log=str(log_path),
+        return ProcInfo(role=role, pid=proc.pid, start_time=start_time(proc.pid), log=str(log_path),
                         flwr_home=str(home), cmd=cmd, **info)
 
     # ------------------------------------------------------------------ up
@@ -708,7 +669,7 @@ class Deployment:
                     return True
                 except subprocess.TimeoutExpired:
                     continue
-            if _start_time(pid) is None:
+            if start_time(pid) is None:
                 return True
             time.sleep(0.2)
         return False
@@ -726,8 +687,8 @@ class Deployment:
         for group in (self.nodes, [p for p in [self.superlink] if p is not None]):
             live = [p for p in group if p.alive()]
             # Snapshot each process's descendants now: once a parent dies they are reparented.
-            family: dict[int, list[tuple[int, int | None]]] = {
-                p.pid: [(d, _start_time(d)) for d in descendants(p.pid)] for p in live
+            family: dict[int, list[tuple[int, float | None]]] = {
+                p.pid: [(d, start_time(d)) for d in descendants(p.pid)] for p in live
             }
             for proc in live:
                 self._signal_group(proc, signal.SIGTERM)
@@ -744,7 +705,7 @@ class Deployment:
             # parent and exit on their own; whatever is left gets SIGTERM, then SIGKILL.
             leftovers = [(d, st) for p in live for d, st in family[p.pid] if st is not None]
             for sig, grace in ((None, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-                leftovers = [(d, st) for d, st in leftovers if _alive(d, st)]
+                leftovers = [(d, st) for d, st in leftovers if is_alive(d, st)]
                 if not leftovers:
                     break
                 for pid, _ in leftovers:
@@ -755,7 +716,7 @@ class Deployment:
                         except ProcessLookupError:
                             pass
                 end = time.monotonic() + grace
-                while time.monotonic() < end and any(_alive(d, st) for d, st in leftovers):
+                while time.monotonic() < end and any(is_alive(d, st) for d, st in leftovers):
                     time.sleep(0.2)
         for pid, popen in list(self._popen.items()):
             if popen.poll() is None:
