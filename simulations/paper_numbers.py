@@ -13,6 +13,8 @@ attacks as in :data:`clients.attacks.ATTACKS`, datasets as in :data:`clients.tas
 
 from __future__ import annotations
 
+from signguard_flwr.rules import RULES
+
 __all__ = [
     "TABLE1",
     "TABLE1_ATTACKS",
@@ -41,19 +43,8 @@ DATASET_NAMES: dict[str, str] = {
     "digits": "Digits 8×8 (MLP)",
     "mnist-mini": "MNIST-mini (CNN, bundled 10k subset)",
 }
-DEFENSE_NAMES: dict[str, str] = {
-    "mean": "Mean",
-    "trimmed_mean": "TrMean",
-    "median": "Median",
-    "geomed": "GeoMed",
-    "krum": "Krum",
-    "multi_krum": "Multi-Krum",
-    "bulyan": "Bulyan",
-    "dnc": "DnC",
-    "signguard": "SignGuard",
-    "signguard_sim": "SignGuard-Sim",
-    "signguard_dist": "SignGuard-Dist",
-}
+#: Display names of the defenses, in registry order (what each rule registered).
+DEFENSE_NAMES: dict[str, str] = {name: rule.display_name for name, rule in RULES.items()}
 ATTACK_NAMES: dict[str, str] = {
     "none": "No attack",
     "random": "Random",

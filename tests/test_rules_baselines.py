@@ -23,15 +23,10 @@ from flwr.server.strategy.aggregate import (
 from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 
 from signguard_flwr.rules import RULES, InsufficientClientsError, get_rule
+from signguard_flwr.rules.columns import single_threaded_torch
+from signguard_flwr.rules.distances import central_row, gram_matrix, pairwise_sq_distances
 from signguard_flwr.rules.dnc import sample_coordinates
-from signguard_flwr.rules.mean import single_threaded_torch
-from signguard_flwr.rules.krum import (
-    central_row,
-    gram_matrix,
-    krum_scores,
-    pairwise_sq_distances,
-    recursive_krum,
-)
+from signguard_flwr.rules.krum import krum_scores, recursive_krum
 
 BASELINES = ("mean", "trimmed_mean", "median", "geomed", "krum", "multi_krum", "bulyan", "dnc")
 F_RULES = ("trimmed_mean", "krum", "multi_krum", "bulyan", "dnc")

@@ -7,6 +7,7 @@ mean shift with scikit-learn, and detection on synthetic gradients (reference no
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -22,7 +23,8 @@ from signguard_flwr.rules.meanshift import (
     sklearn_estimate_bandwidth,
     sklearn_mean_shift,
 )
-from signguard_flwr.rules.signguard import SignGuardState, _largest_cluster
+from signguard_flwr.rules.signguard import SignGuardParams, SignGuardState
+from signguard_flwr.rules.signguard.clustering import largest_cluster
 
 SG, SIM, DIST = RULES["signguard"], RULES["signguard_sim"], RULES["signguard_dist"]
 N, F, D = 50, 10, 20_000
@@ -218,11 +220,11 @@ def test_orphans_dropped_or_assigned_to_nearest():
 
 def test_largest_cluster_counts_actual_labels():
     labels = np.array([0, 0, 2, 2, 2, -1])
-    assert _largest_cluster(labels, "actual") == 2
-    assert _largest_cluster(labels, "contiguous") == 0  # the reference's miss
-    assert _largest_cluster(np.array([1, 1, 0, 0]), "actual") == 0  # tie -> strongest mode
-    assert _largest_cluster(np.array([-1, -1]), "actual") is None
-    assert _largest_cluster(np.array([-1, -1]), "contiguous") is None
+    assert largest_cluster(labels, "actual") == 2
+    assert largest_cluster(labels, "contiguous") == 0  # the reference's miss
+    assert largest_cluster(np.array([1, 1, 0, 0]), "actual") == 0  # tie -> strongest mode
+    assert largest_cluster(np.array([-1, -1]), "actual") is None
+    assert largest_cluster(np.array([-1, -1]), "contiguous") is None
 
 
 def _feature_matrices(count: int):
@@ -630,6 +632,22 @@ def test_validate_rejects_bad_parameters_by_name(rule, params, error, name):
         rule.validate(**params)
     with pytest.raises(error, match=name):
         rule(torch.randn(4, 10), **params)
+
+
+def test_params_dataclass_resolves_the_preset_once_and_is_frozen():
+    p = SignGuardParams(variant="signguard_sim", preset="reference", clip_median="mid")
+    assert p.sampling == "window" and p.warmup_rounds == 72 and p.clip_median == "mid"
+    assert SignGuardParams().sampling == "random" and SignGuardParams().warmup_rounds is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.lower = 0.2
+    with pytest.raises(TypeError, match="warmup_rounds"):
+        SignGuardParams(warmup_rounds=3)  # plain SignGuard has no fourth feature
+    with pytest.raises(ValueError, match="variant"):
+        SignGuardParams(variant="signguard_cos")
+    # One keyword list: the three rules' signatures are made from the dataclass's fields.
+    names = {f.name for f in dataclasses.fields(SignGuardParams)} - {"variant"}
+    assert set(SIM.param_names) == set(DIST.param_names) == names | {"state"}
+    assert set(SG.param_names) == names - {"warmup_rounds", "reference", "feature_median"}
 
 
 def test_validate_accepts_defaults_and_presets():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import pytest
@@ -84,6 +83,65 @@ def test_all_strategies_exported_and_are_message_api_strategies():
         assert issubclass(cls, FedAvg), name
         assert STRATEGIES[cls.rule_name] is cls
         assert cls.rule_name in signguard_flwr.RULES
+
+
+def test_a_registered_rule_becomes_a_strategy_with_no_other_edit():
+    """Registering a rule is all it takes: strategy class, STRATEGIES entry, state, docstring."""
+    from signguard_flwr.rules import RULES, Rule, register, unregister
+    from signguard_flwr.rules.base import AggregationResult, check_float, check_updates
+    from signguard_flwr.strategies import strategy_class
+
+    def scaled_mean(updates: torch.Tensor, scale: float = 0.5, state: list | None = None) -> AggregationResult:
+        """Toy rule: the mean scaled by ``scale``, remembering each round's row count."""
+        updates = check_updates(updates)
+        if state is not None:
+            state.append(updates.shape[0])
+        return AggregationResult(vector=scale * updates.mean(dim=0))
+
+    def validate(scale: float = 0.5, state: list | None = None) -> None:
+        check_float("scale", scale, minimum=0.0, strict_min=True)
+
+    register(Rule("toy_scaled_mean", scaled_mean, validate=validate, make_state=list, variant_of="mean"))
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register(Rule("toy_scaled_mean", scaled_mean))
+        cls = STRATEGIES["toy_scaled_mean"]
+        assert cls is strategy_class("toy_scaled_mean") and cls.__name__ == "ToyScaledMean"
+        assert "toy_scaled_mean" in sorted(STRATEGIES) and len(STRATEGIES) == len(RULES)  # CLI choices
+        assert issubclass(cls, signguard_flwr.Mean) and cls.rule_name == "toy_scaled_mean"
+        assert cls.__doc__.startswith("Toy rule: the mean scaled by") and "``scale``" in cls.__doc__
+        assert RULES["toy_scaled_mean"].display_name == "ToyScaledMean"
+        with pytest.raises(ValueError, match="scale"):
+            cls(scale=0.0)
+        strategy = cls(scale=0.25, fraction_evaluate=0.0)
+        model = global_model()
+        send(strategy, model, [1, 2, 3])
+        deltas = [np.full(8, float(i)) for i in (1, 2, 3)]
+        arrays, _ = strategy.aggregate_train(1, [train_reply(i, apply_update(model, d)) for i, d in zip((1, 2, 3), deltas)])
+        np.testing.assert_allclose(flat(arrays), flat_of(model) + 0.25 * 2.0, atol=1e-6)
+        assert strategy.rule_state == [3]  # made by make_state, passed as state= every round
+        assert signguard_flwr.Mean().rule_state is None  # the parent keeps no state
+    finally:
+        unregister("toy_scaled_mean")
+    assert "toy_scaled_mean" not in STRATEGIES and "toy_scaled_mean" not in RULES
+    with pytest.raises(KeyError, match="toy_scaled_mean"):
+        strategy_class("toy_scaled_mean")
+
+
+def test_named_classes_keep_their_names_hierarchy_and_pickle():
+    import pickle
+
+    from signguard_flwr import SignGuard, SignGuardDist, SignGuardSim
+    from signguard_flwr.rules.signguard import SignGuardState
+
+    assert [cls.__name__ for cls in STRATEGIES.values()] == [
+        rule.class_name for rule in signguard_flwr.RULES.values()
+    ]
+    assert issubclass(SignGuardSim, SignGuard) and issubclass(SignGuardDist, SignGuard)
+    assert SignGuard(preset="reference").rule_state is None
+    assert isinstance(SignGuardSim(preset="reference").rule_state, SignGuardState)
+    assert pickle.loads(pickle.dumps(SignGuardDist)) is SignGuardDist
+    assert SignGuard.__doc__.startswith("SignGuard (Xu et al., ICDCS 2022)")
 
 
 @pytest.mark.parametrize(

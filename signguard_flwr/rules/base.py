@@ -24,6 +24,7 @@ __all__ = [
     "check_int",
     "check_float",
     "check_choice",
+    "require_f",
 ]
 
 
@@ -124,22 +125,48 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
     return value
 
 
+def require_f(f: int | None) -> int:
+    """Check the declared number of Byzantine clients ``f`` (required, int >= 0)."""
+    if f is None:
+        raise TypeError("f (declared number of Byzantine clients) is required")
+    return check_int("f", f, minimum=0)
+
+
 class Rule:
-    """A named aggregation rule: a pure function plus an eager parameter check.
+    """A named aggregation rule: a pure function, an eager parameter check and what the
+    strategies, the command line and the reports need to know about it.
 
     ``Rule`` objects are what :data:`signguard_flwr.rules.RULES` holds.  Calling one is the
     same as calling the wrapped function; :meth:`validate` checks hyper-parameters without any
     data, so strategies can fail at construction with a message naming the argument.
+    Registering a rule (:func:`signguard_flwr.rules.register`) is all it takes to get a
+    strategy class (:func:`signguard_flwr.strategies.strategy_class`), a ``--defense`` choice
+    and a display name in the reports.
 
     Parameters
     ----------
     name : str
         Registry name (``"median"``, ``"signguard"``, ...).
     fn : callable
-        ``fn(updates, **params) -> AggregationResult``.
+        ``fn(updates, **params) -> AggregationResult``.  Its signature lists the rule's
+        hyper-parameters (:attr:`param_names`, :attr:`defaults`).
     validate : callable, optional
         ``validate(**params) -> None``; raises ``ValueError``/``TypeError`` naming the bad
         argument.  Unknown parameter names are always rejected.
+    class_name : str, optional
+        Name of the rule's strategy class; default: the registry name in CamelCase
+        (``"multi_krum"`` -> ``"MultiKrum"``).
+    display_name : str, optional
+        How tables and plots print the rule (``"Multi-Krum"``); default: ``class_name``.
+    summary : str, optional
+        One line saying what the rule does, for help texts and the strategy's docstring;
+        default: the first line of ``fn``'s docstring.
+    make_state : callable, optional
+        For rules that remember something across rounds: ``make_state()`` returns a fresh
+        state object, which the strategy creates once and passes as ``state=`` every round.
+    variant_of : str, optional
+        Registry name of the rule this one varies (SignGuard-Sim varies SignGuard): its
+        strategy class then subclasses that rule's class.
     """
 
     def __init__(
@@ -147,6 +174,12 @@ class Rule:
         name: str,
         fn: Callable[..., AggregationResult],
         validate: Callable[..., None] | None = None,
+        *,
+        class_name: str | None = None,
+        display_name: str | None = None,
+        summary: str | None = None,
+        make_state: Callable[[], Any] | None = None,
+        variant_of: str | None = None,
     ) -> None:
         self.name = name
         self.fn = fn
@@ -158,6 +191,11 @@ class Rule:
             for k, p in sig.parameters.items()
             if k != "updates" and p.default is not inspect.Parameter.empty
         }
+        self.class_name = class_name or "".join(part.capitalize() for part in name.split("_"))
+        self.display_name = display_name or self.class_name
+        self.summary = summary or _first_line(fn.__doc__) or name
+        self.make_state = make_state
+        self.variant_of = variant_of
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
 
@@ -177,3 +215,7 @@ class Rule:
 
     def __repr__(self) -> str:
         return f"Rule({self.name!r})"
+
+
+def _first_line(doc: str | None) -> str:
+    return doc.strip().splitlines()[0].strip() if doc and doc.strip() else ""

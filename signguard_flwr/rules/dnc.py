@@ -14,8 +14,9 @@ from .base import (
     check_float,
     check_int,
     check_updates,
+    require_f,
 )
-from .mean import require_f, single_threaded_torch
+from .columns import single_threaded_torch
 
 __all__ = ["dnc", "sample_coordinates"]
 
@@ -155,7 +156,7 @@ def dnc(
         )
     all_scores = torch.empty(niters, n, dtype=torch.float64)
     kept_counts = torch.zeros(n, dtype=torch.long)
-    # n x b work per iteration: threads only add barriers (see mean.single_threaded_torch).
+    # n x b work per iteration: threads only add barriers (see columns.single_threaded_torch).
     with single_threaded_torch():
         for it in range(niters):
             cols = sample_coordinates(d, b, generator)
@@ -183,4 +184,4 @@ def dnc(
     )
 
 
-register(Rule("dnc", dnc, validate=_validate_dnc))
+register(Rule("dnc", dnc, validate=_validate_dnc, class_name="DnC"))

@@ -8,7 +8,7 @@ Every Weiszfeld iterate started from the mean is a convex combination
 
 So the iterations run on ``n``-vectors (microseconds each); the ``(n, d)`` matrix is read
 once for ``G`` (centred on a central row, accumulated in float64, see
-:mod:`signguard_flwr.rules.krum`) and once for the final ``alpha @ X``.  A direct
+:mod:`signguard_flwr.rules.distances`) and once for the final ``alpha @ X``.  A direct
 implementation would read it twice per iteration.
 """
 
@@ -18,7 +18,8 @@ import torch
 
 from . import register
 from .base import AggregationResult, Rule, check_float, check_int, check_updates
-from .mean import single_threaded_torch
+from .columns import single_threaded_torch
+from .distances import central_row, gram_matrix
 
 __all__ = ["geomed", "weiszfeld"]
 
@@ -145,11 +146,7 @@ def geomed(
     updates = check_updates(updates)
     _validate_geomed(eps, max_iter, tol, reweight_rounds)
     n = updates.shape[0]
-    # Lazy import: a module-level one would register krum before geomed and change the
-    # documented order of RULES.
-    from .krum import central_row, gram_matrix
-
-    # Distances to z are translation invariant; centring keeps them accurate (see krum.py).
+    # Distances to z are translation invariant; centring keeps them accurate (see distances.py).
     gram = gram_matrix(updates, updates[central_row(updates)]).cpu()
     with single_threaded_torch():  # n x n work: threads only add barriers
         weights = torch.ones(n, dtype=torch.float64)
@@ -179,4 +176,4 @@ def geomed(
     return AggregationResult(vector=vector, selected=None, info=out_info)
 
 
-register(Rule("geomed", geomed, validate=_validate_geomed))
+register(Rule("geomed", geomed, validate=_validate_geomed, class_name="GeoMed"))

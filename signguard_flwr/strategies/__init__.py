@@ -1,39 +1,11 @@
-"""Flower Message-API strategies (subclasses of ``flwr.serverapp.strategy.FedAvg``)."""
+"""Flower Message-API strategies (subclasses of ``flwr.serverapp.strategy.FedAvg``).
 
+One class per registered rule (``Mean``, ... ``SignGuardDist``), made by
+:func:`~signguard_flwr.strategies.named.strategy_class`; :data:`STRATEGIES` maps rule names to them.
+"""
+
+from . import named
 from .base import BUFFER_POLICIES, RobustStrategy, RoundDiagnostics
-from .named import (
-    Bulyan,
-    DnC,
-    GeoMed,
-    Krum,
-    Mean,
-    Median,
-    MultiKrum,
-    SignGuard,
-    SignGuardDist,
-    SignGuardSim,
-    TrimmedMean,
-)
+from .named import *  # noqa: F403  (STRATEGIES, strategy_class and one class per rule)
 
-STRATEGIES: dict[str, type[RobustStrategy]] = {
-    cls.rule_name: cls
-    for cls in (Mean, TrimmedMean, Median, GeoMed, Krum, MultiKrum, Bulyan, DnC, SignGuard, SignGuardSim, SignGuardDist)
-}
-
-__all__ = [
-    "BUFFER_POLICIES",
-    "STRATEGIES",
-    "RobustStrategy",
-    "RoundDiagnostics",
-    "Mean",
-    "TrimmedMean",
-    "Median",
-    "GeoMed",
-    "Krum",
-    "MultiKrum",
-    "Bulyan",
-    "DnC",
-    "SignGuard",
-    "SignGuardSim",
-    "SignGuardDist",
-]
+__all__ = ["BUFFER_POLICIES", "RobustStrategy", "RoundDiagnostics", *named.__all__]
