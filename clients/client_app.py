@@ -4,7 +4,7 @@ Message protocol (the ServerApp and the strategies rely on it):
 
 * **train** request: ``"arrays"`` ArrayRecord of the global model's full ``state_dict``
   (parameters and buffers), ``"config"`` ConfigRecord with ``"server-round"`` (int) and
-  optional overrides of the run-config keys in :data:`SETTING_KEYS`; optional
+  optional overrides of the client settings (:data:`clients.schema.CLIENT_SETTINGS`); optional
   ``"label-transform": "flip"`` (data-poisoning hook, see :func:`apply_label_transform`).
 * **train** reply: ``"arrays"`` (the local model's full ``state_dict`` after training: same keys,
   shapes and dtypes), ``"metrics"`` MetricRecord ``{"num-examples", "train-loss"}``,
@@ -12,9 +12,9 @@ Message protocol (the ServerApp and the strategies rely on it):
 * **evaluate** request: same ``"arrays"`` + ``"config"``; reply ``"metrics"``
   ``{"num-examples", "eval-loss", "eval-acc"}`` on the client's share of the test set.
 
-Settings come from ``context.run_config``, overridden key by key by the message's
-ConfigRecord; the partition id and count from ``context.node_config``.  All heavy lifting is
-in plain functions (:func:`load_client_data`, :func:`train_fedsgd`, :func:`train_sgd`,
+Settings (:mod:`clients.settings`) come from ``context.run_config``, overridden key by key by
+the message's ConfigRecord; the partition id and count from ``context.node_config``.  All heavy
+lifting is in plain functions (:func:`load_client_data`, :func:`train_fedsgd`, :func:`train_sgd`,
 :func:`evaluate`, :func:`local_train`) that tests and the Byzantine wrappers call without Flower.
 """
 
@@ -36,12 +36,12 @@ from torch import nn
 
 from signguard_flwr.arrays import array_numpy
 
-from clients.tasks import PARTITIONS, ArrayDataset, Task, default_data_dir, get_task, partition
+from clients.settings import ClientSettings, resolve_device, resolve_settings
+from clients.tasks import ArrayDataset, Task, default_data_dir, get_task, partition
 from clients.tasks.partitions import iid_partition
 
 __all__ = [
     "app",
-    "SETTING_KEYS",
     "LABEL_TRANSFORMS",
     "ClientSettings",
     "ClientData",
@@ -67,191 +67,6 @@ __all__ = [
 EVAL_BATCH_SIZE = 500
 #: Accepted values of the message key ``"label-transform"``.
 LABEL_TRANSFORMS = ("none", "flip")
-CLIENT_MODES = ("fedsgd", "fedavg")
-
-
-# --------------------------------------------------------------------------------------------
-# Settings
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Client-side settings; field ``x_y`` is run-config key ``x-y`` (see :data:`SETTING_KEYS`).
-
-    Attributes
-    ----------
-    task : str
-        ``digits``, ``mnist``, ``fmnist``, ``cifar10`` or ``agnews``.
-    data_dir : str
-        Folder of the datasets ("" = :func:`clients.tasks.default_data_dir`).
-    download : bool
-        Let torchvision download missing MNIST / Fashion-MNIST / CIFAR-10.
-    partition : str
-        ``iid``, ``shard`` or ``dirichlet``.
-    partition_s : float
-        IID fraction of the ``shard`` partition (paper: 0.3 MNIST/FMNIST, 0.8 CIFAR-10).
-    dirichlet_alpha : float
-        Concentration of the ``dirichlet`` partition.
-    dirichlet_min_size : int
-        Minimum samples per client of the ``dirichlet`` partition.
-    seed : int
-        Seeds partitions, batch order, dropout and augmentation (>= 0).
-    client_mode : str
-        ``fedsgd`` (one batch gradient, unit step) or ``fedavg`` (local SGD epochs).
-    batch_size : int
-        Mini-batch size B (paper: 50).
-    local_epochs : int
-        Epochs of local SGD in ``fedavg`` mode.
-    local_lr : float
-        Learning rate of local SGD in ``fedavg`` mode (unused by ``fedsgd``).
-    device : str
-        Torch device of local training and evaluation: ``cpu``, ``cuda``, ``cuda:N`` or
-        ``auto`` (CUDA when this process sees a GPU; under Ray, a client given no GPU sees none).
-    """
-
-    task: str = "digits"
-    data_dir: str = ""
-    download: bool = False
-    partition: str = "iid"
-    partition_s: float = 0.3
-    dirichlet_alpha: float = 0.5
-    dirichlet_min_size: int = 10
-    seed: int = 0
-    client_mode: str = "fedsgd"
-    batch_size: int = 50
-    local_epochs: int = 1
-    local_lr: float = 0.1
-    device: str = "cpu"
-
-    def resolved_data_dir(self) -> Path:
-        """``data_dir`` as an absolute path (default folder when empty)."""
-        return Path(self.data_dir).expanduser().resolve() if self.data_dir else default_data_dir()
-
-    def partition_params(self) -> dict[str, Any]:
-        """Keyword parameters of :func:`clients.tasks.partition` for ``self.partition``."""
-        if self.partition == "shard":
-            return {"s": self.partition_s}
-        if self.partition == "dirichlet":
-            return {"alpha": self.dirichlet_alpha, "min_size": self.dirichlet_min_size}
-        return {}
-
-
-#: Run-config key -> (ClientSettings field, expected type).
-SETTING_KEYS: dict[str, tuple[str, type]] = {
-    "task": ("task", str),
-    "data-dir": ("data_dir", str),
-    "download": ("download", bool),
-    "partition": ("partition", str),
-    "partition-s": ("partition_s", float),
-    "dirichlet-alpha": ("dirichlet_alpha", float),
-    "dirichlet-min-size": ("dirichlet_min_size", int),
-    "seed": ("seed", int),
-    "client-mode": ("client_mode", str),
-    "batch-size": ("batch_size", int),
-    "local-epochs": ("local_epochs", int),
-    "local-lr": ("local_lr", float),
-    "device": ("device", str),
-}
-
-
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    """Convert a run-config / ConfigRecord value, naming the key when it does not fit."""
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-                return value.strip().lower() in ("true", "1")
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-        elif kind is int:
-            if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-                return int(value)
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str):
-                return int(value.strip())
-        elif kind is float:
-            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
-                return float(value.strip())
-        elif isinstance(value, str):
-            return value.strip()
-    except ValueError:
-        pass
-    raise ValueError(f"Config key {key!r}: expected {kind.__name__}, got {value!r}")
-
-
-def resolve_settings(
-    run_config: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None
-) -> ClientSettings:
-    """Build validated :class:`ClientSettings` from the run config and message overrides.
-
-    Parameters
-    ----------
-    run_config : mapping
-        ``context.run_config``; keys outside :data:`SETTING_KEYS` are ignored (the ServerApp's
-        own keys live there too).
-    overrides : mapping, optional
-        The message's ConfigRecord; its keys in :data:`SETTING_KEYS` win over ``run_config``.
-
-    Returns
-    -------
-    ClientSettings
-
-    Raises
-    ------
-    ValueError
-        A value of the wrong type or out of range, naming the key.
-    """
-    values: dict[str, Any] = {}
-    for source in (run_config or {}, overrides or {}):
-        for key, (attr, kind) in SETTING_KEYS.items():
-            if key in source:
-                values[attr] = _coerce(key, source[key], kind)
-    settings = ClientSettings(**values)
-    get_task(settings.task)  # raises with the list of tasks
-    if settings.partition not in PARTITIONS:
-        raise ValueError(f"Config key 'partition': {settings.partition!r} is not one of {sorted(PARTITIONS)}")
-    if settings.client_mode not in CLIENT_MODES:
-        raise ValueError(f"Config key 'client-mode': {settings.client_mode!r} is not one of {list(CLIENT_MODES)}")
-    checks = [
-        ("partition-s", 0.0 <= settings.partition_s <= 1.0, "must be in [0, 1]"),
-        ("dirichlet-alpha", settings.dirichlet_alpha > 0 and np.isfinite(settings.dirichlet_alpha), "must be > 0"),
-        ("dirichlet-min-size", settings.dirichlet_min_size >= 0, "must be >= 0"),
-        ("seed", settings.seed >= 0, "must be >= 0"),
-        ("batch-size", settings.batch_size >= 1, "must be >= 1"),
-        ("local-epochs", settings.local_epochs >= 1, "must be >= 1"),
-        ("local-lr", settings.local_lr > 0 and np.isfinite(settings.local_lr), "must be > 0"),
-    ]
-    for key, ok, rule in checks:
-        if not ok:
-            raise ValueError(f"Config key {key!r} {rule}, got {getattr(settings, SETTING_KEYS[key][0])!r}")
-    resolve_device(settings.device)
-    return settings
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device named by the ``device`` setting (``auto``: CUDA when visible, else CPU).
-
-    Raises
-    ------
-    ValueError
-        An unknown device name, or CUDA asked for where this process sees no GPU.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"Config key 'device': {name!r} is not a torch device (cpu, cuda, cuda:N, auto)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Config key 'device': {name!r} asked for, but this process sees no CUDA GPU (use 'auto' or 'cpu')")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"Config key 'device': {name!r} is not supported (cpu, cuda, cuda:N, auto)")
-    return device
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,9 +4,12 @@ Works with any ClientApp whose train replies carry the model as an ``ArrayRecord
 ``"arrays"`` (this project's ``clients.app:app`` here, with its digits task).  Run it with
 ``flwr run`` (``serverapp = "simulations.byo_server:app"`` in ``[tool.flwr.app.components]``),
 ``flwr.simulation.run_simulation(server_app=app, client_app=..., num_supernodes=...)`` or on any
-``Grid``.  Run-config keys it reads: ``num-server-rounds`` (default 3), ``num-clients`` (wait
-for that many nodes before round 1; default 2).
+``Grid``.  Run-config keys it reads, named as in this app's ``[tool.flwr.app.config]``:
+``rounds`` (default 3; its former name ``num-server-rounds`` still works, with a
+DeprecationWarning), ``num-clients`` (wait for that many nodes before round 1; default 2).
 """
+
+import warnings
 
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
@@ -20,8 +23,11 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> Result:
-    num_rounds = int(context.run_config.get("num-server-rounds", 3))
-    num_nodes = int(context.run_config.get("num-clients", 2))
+    config = context.run_config                             # keys as in [tool.flwr.app.config]
+    if "num-server-rounds" in config:                       # the former name of "rounds"
+        warnings.warn("run-config key 'num-server-rounds' is deprecated: use 'rounds'", DeprecationWarning)
+    num_rounds = int(config.get("num-server-rounds", config.get("rounds", 3)))
+    num_nodes = int(config.get("num-clients", 2))
     model = get_task("digits").build_model()              # your torch model
     strategy = SignGuard(                                   # any FedAvg argument works too
         fraction_evaluate=0.0,                              # no federated evaluation round

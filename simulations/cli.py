@@ -7,6 +7,8 @@
     signguard-sim sweep table1-mnist      # a named sweep, into docs/results/table1-mnist
     signguard-sim sweep --defense mean,signguard --attack none,lie --byzantine-fraction 0.1,0.2
     signguard-sim sweep --list
+    signguard-sim run --config examples/exp.toml --rounds 30      # an experiment file, flags override it
+    signguard-sim sweep --config examples/sweep.toml              # a sweep file: [base] + [grid]
     signguard-sim report docs/results/table1-mnist --out /tmp/report
     signguard-sim report --evidence       # rebuild docs/results/report from the evidence folders
 
@@ -17,7 +19,6 @@ stderr.  See docs/running.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -25,9 +26,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ExperimentConfig, parse_params
+from clients.schema import EXPERIMENT_SETTINGS, Setting, choices_of
 
-__all__ = ["main", "build_parser", "CONFIG_FLAGS", "CLIError", "REPO_ROOT"]
+from .config import BYZANTINE_FRACTION, ExperimentConfig
+
+__all__ = ["main", "build_parser", "CONFIG_FLAGS", "option", "CLIError", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """Default result folders are relative to the repository (the Flower app's root)."""
@@ -47,93 +50,26 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{self.prog}: error: {message} (see --help)")
 
 
-@dataclasses.dataclass(frozen=True)
-class Flag:
-    field: str
-    kind: str  # "str", "int", "float", "params", "ints", "bool"
-    help: str
-    listable: bool = True  # sweep accepts alternatives
-
-    @property
-    def option(self) -> str:
-        return "--" + self.field.replace("_", "-")
-
-    @property
-    def separator(self) -> str:
-        """How sweep alternatives are separated (params and milestones contain commas)."""
-        return ";" if self.kind in ("params", "ints") else ","
+#: The experiment settings, each a flag ``--<key>`` (clients.schema.SETTINGS: kinds, defaults, help).
+CONFIG_FLAGS: tuple[Setting, ...] = EXPERIMENT_SETTINGS
+_CHOICE_FLAGS = tuple(s for s in CONFIG_FLAGS if s.choices is not None)
+_METAVARS = {"int": "N", "int_or_none": "N", "float": "X", "params": "K=V,...", "ints": "R,R,..."}
 
 
-def _choices(kind: str) -> list[str]:
-    if kind == "task":
-        from clients.tasks import TASKS
-
-        return sorted(TASKS)
-    if kind == "defense":
-        from signguard_flwr import STRATEGIES
-
-        return sorted(STRATEGIES)
-    if kind == "attack":
-        from clients.attacks import ATTACKS
-
-        return sorted(ATTACKS)
-    if kind == "partition":
-        from clients.tasks import PARTITIONS
-
-        return sorted(PARTITIONS)
-    if kind == "client_mode":
-        from clients.client_app import CLIENT_MODES
-
-        return list(CLIENT_MODES)
-    if kind == "knowledge":
-        from clients.attacks import KNOWLEDGE
-
-        return list(KNOWLEDGE)
-    if kind == "byzantine_placement":
-        return ["random", "first"]
-    if kind == "engine":
-        from .experiment import ENGINES
-
-        return list(ENGINES)
-    raise KeyError(kind)
+def option(setting: Setting) -> str:
+    """The flag of a setting: ``--eval-every``."""
+    return "--" + setting.key
 
 
-CONFIG_FLAGS: tuple[Flag, ...] = (
-    Flag("task", "str", "learning task: digits (offline, default), mnist, fmnist, cifar10, agnews"),
-    Flag("defense", "str", "aggregation rule: mean, trimmed_mean, median, geomed, krum, multi_krum, bulyan, dnc, "
-         "signguard (default), signguard_sim, signguard_dist"),
-    Flag("defense_params", "params", 'the rule\'s parameters "k=v,k=v" (e.g. "preset=reference", "clip=False")'),
-    Flag("attack", "str", "attack: none (default), random, noise, label_flip, byzmean, sign_flip, lie, min_max, "
-         "min_sum, reverse_scaling, time_varying, lie_local"),
-    Flag("attack_params", "params", 'the attack\'s parameters "k=v,k=v" (e.g. "z=0.3", "scale=100")'),
-    Flag("num_clients", "int", "number of clients n (default 50)"),
-    Flag("num_byzantine", "int", "number of Byzantine clients m (default 10)"),
-    Flag("partition", "str", "data partition: iid (default), shard (paper's non-IID), dirichlet"),
-    Flag("partition_s", "float", "IID share s of the shard partition (default 0.3)"),
-    Flag("dirichlet_alpha", "float", "concentration of the dirichlet partition (default 0.5)"),
-    Flag("rounds", "int", "communication rounds (default 50)"),
-    Flag("batch_size", "int", "client mini-batch size (default 50)"),
-    Flag("client_mode", "str", "fedsgd (one batch gradient, default) or fedavg (local SGD epochs)"),
-    Flag("local_lr", "float", "client learning rate in fedavg mode (default 0.1)"),
-    Flag("local_epochs", "int", "client epochs in fedavg mode (default 1)"),
-    Flag("server_lr", "float", "server SGD learning rate (default 0.1)"),
-    Flag("momentum", "float", "server SGD momentum (default 0.9)"),
-    Flag("weight_decay", "float", "server SGD weight decay (default 5e-4)"),
-    Flag("lr_milestones", "ints", 'rounds where the server lr is multiplied by 0.1, "100,150" (default none)'),
-    Flag("seed", "int", "seed of data split, Byzantine set, sampling, attacks (default 0)"),
-    Flag("data_dir", "str", "dataset folder (default: $SIGNGUARD_DATA_DIR, a shared/data folder beside the repository, ~/.cache/signguard-flwr/data)",
-         listable=False),
-    Flag("download", "bool", "let torchvision download MNIST / Fashion-MNIST / CIFAR-10 into the data folder when "
-         "absent (--download alone = true; default false)", listable=False),
-    Flag("eval_every", "int", "evaluate the global model on the test set every k rounds (default 1)"),
-    Flag("knowledge", "str", "what colluding attacks see: omniscient (default), benign, colluders"),
-    Flag("byzantine_placement", "str", "which clients are Byzantine: random (default) or first"),
-    Flag("declared_f", "int", "f told to the defenses that take one (default: the true number of Byzantine clients)"),
-    Flag("device", "str", "torch device of aggregation, evaluation and the simulated clients' training: cpu (default), cuda, cuda:N, auto", listable=False),
-    Flag("num_cpus", "float", "CPUs per simulated client (Ray engine; default 1)", listable=False),
-    Flag("num_gpus", "float", "GPUs per simulated client (Ray engine; default 0)", listable=False),
-)
-_CHOICE_FIELDS = ("task", "defense", "attack", "partition", "client_mode", "knowledge", "byzantine_placement")
+def _separator(setting: Setting) -> str:
+    """How sweep alternatives are separated (params and milestones contain commas)."""
+    return ";" if setting.kind in ("params", "ints") else ","
+
+
+def _engines() -> list[str]:
+    from .experiment import ENGINES
+
+    return list(ENGINES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,53 +77,35 @@ _CHOICE_FIELDS = ("task", "defense", "attack", "partition", "client_mode", "know
 # ---------------------------------------------------------------------------------------------
 
 
-def _convert(flag: Flag, text: str) -> Any:
-    text = text.strip()
+def _convert(setting: Setting, text: str) -> Any:
     try:
-        if flag.kind == "int":
-            return int(text)
-        if flag.kind == "float":
-            return float(text)
-        if flag.kind == "params":
-            return parse_params(text)
-        if flag.kind == "ints":
-            return tuple(int(t) for t in text.split(",") if t.strip())
-        if flag.kind == "bool":
-            if text.lower() in ("true", "1", "yes"):
-                return True
-            if text.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError(text)
+        return setting.coerce(text, option(setting))
     except ValueError as err:
-        what = {"int": "an integer", "float": "a number", "params": '"key=value,..."', "ints": "integers",
-                "bool": "true or false"}[flag.kind]
-        detail = f" ({err})" if flag.kind == "params" else ""
-        raise CLIError(f"{flag.option}: expected {what}, got {text!r}{detail}") from None
-    return text
+        raise CLIError(str(err)) from None
 
 
-def _values(flag: Flag, raw: str | None, *, listable: bool) -> list[Any] | None:
+def _check_choice(setting: Setting, value: Any) -> None:
+    known = choices_of(setting)
+    if known is not None and value not in known:
+        raise CLIError(f"unknown {setting.attr.replace('_', ' ')} {value!r}; known: {', '.join(known)}")
+
+
+def _values(setting: Setting, raw: str | None, *, listable: bool) -> list[Any] | None:
     if raw is None:
         return None
-    parts = raw.split(flag.separator) if listable and flag.listable else [raw]
-    values = list({repr(v): v for v in (_convert(flag, p) for p in parts)}.values())  # unique, in order
-    if flag.field in _CHOICE_FIELDS:
-        known = _choices(flag.field)
-        for v in values:
-            if v not in known:
-                raise CLIError(f"unknown {flag.field.replace('_', ' ')} {v!r}; known: {', '.join(known)}")
+    parts = raw.split(_separator(setting)) if listable and setting.sweepable else [raw]
+    values = list({repr(v): v for v in (_convert(setting, p) for p in parts)}.values())  # unique, in order
+    for v in values:
+        _check_choice(setting, v)
     return values
 
 
 def validate(cfg: ExperimentConfig) -> None:
     """Check what the run would reject only later (rule and attack parameters, client settings)."""
-    from clients.client_app import resolve_device
+    from clients.settings import resolve_device
 
-    for name in _CHOICE_FIELDS:
-        value = getattr(cfg, name)
-        known = _choices(name)
-        if value not in known:
-            raise CLIError(f"unknown {name.replace('_', ' ')} {value!r}; known: {', '.join(known)}")
+    for setting in _CHOICE_FLAGS:
+        _check_choice(setting, getattr(cfg, setting.attr))
     try:
         resolve_device(cfg.device)
     except ValueError as err:
@@ -226,53 +144,72 @@ def _one_byzantine_flag(args: argparse.Namespace) -> None:
         raise CLIError("give --num-byzantine or --byzantine-fraction, not both")
 
 
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """One :class:`ExperimentConfig` from ``run``'s flags (unset flags keep the defaults)."""
-    _one_byzantine_flag(args)
-    changes: dict[str, Any] = {}
-    for flag in CONFIG_FLAGS:
-        values = _values(flag, getattr(args, flag.field), listable=False)
+def _flag_values(args: argparse.Namespace, *, listable: bool) -> dict[str, list[Any]]:
+    """The alternatives of each experiment flag given (attribute -> values)."""
+    axes = {}
+    for setting in CONFIG_FLAGS:
+        values = _values(setting, getattr(args, setting.attr), listable=listable)
         if values is not None:
-            changes[flag.field] = values[0]
-    cfg = _make_config(ExperimentConfig(), **changes)
-    if args.byzantine_fraction is not None:
-        cfg = _with_fraction(cfg, _fraction(args.byzantine_fraction))
+            axes[setting.attr] = values
+    return axes
+
+
+def _from_file(read: Callable[[Any], Any], source: str) -> Any:
+    """``read(source)``, its errors (which name the file and the key) as CLI errors."""
+    try:
+        return read(source)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """One :class:`ExperimentConfig` from ``run``'s flags over ``--config``'s file (unset: the defaults)."""
+    _one_byzantine_flag(args)
+    changes = {k: v[0] for k, v in _flag_values(args, listable=False).items()}
+    fraction = None if args.byzantine_fraction is None else _fraction(args.byzantine_fraction)
+    if args.config:
+        from .config_files import build_config, read_experiment
+
+        settings = _from_file(read_experiment, args.config)
+        if "num_byzantine" in changes or fraction is not None:  # a flag replaces the file's count or share
+            settings = {k: v for k, v in settings.items() if k not in ("num-byzantine", BYZANTINE_FRACTION)}
+        # The file's share applies to the number of clients after the flags.
+        if fraction is None and BYZANTINE_FRACTION in settings:
+            fraction = float(settings.pop(BYZANTINE_FRACTION))
+        base = _from_file(lambda path: build_config(settings, str(path)), args.config)
+    else:
+        base = ExperimentConfig()
+    cfg = _make_config(base, **changes)
+    if fraction is not None:
+        cfg = _with_fraction(cfg, fraction)
     validate(cfg)
     return cfg
 
 
 def configs_from_sweep_args(args: argparse.Namespace) -> list[ExperimentConfig]:
-    """The product of the comma-separated alternatives of ``sweep``'s flags."""
+    """A named sweep or ``--config``'s sweep file with single-value overrides, or the product of
+    the comma-separated alternatives of ``sweep``'s flags."""
     _one_byzantine_flag(args)
     from .sweep import expand
 
-    axes: dict[str, list[Any]] = {}
-    for flag in CONFIG_FLAGS:
-        values = _values(flag, getattr(args, flag.field), listable=True)
-        if values is not None:
-            axes[flag.field] = values
+    axes = _flag_values(args, listable=True)
     fractions = None
     if args.byzantine_fraction is not None:
         fractions = [_fraction(t) for t in args.byzantine_fraction.split(",")]
-    base = ExperimentConfig()
-    if args.name:
-        from .paper_sweeps import build_sweep
-
+    if args.name and args.config:
+        raise CLIError("give a sweep NAME or --config FILE, not both")
+    if args.name or args.config:
         multi = [f"--{k.replace('_', '-')}" for k, v in axes.items() if len(v) > 1]
         if multi or (fractions and len(fractions) > 1):
             raise CLIError(f"a named sweep takes single values only (overrides for every run), not lists: {' '.join(multi) or '--byzantine-fraction'}")
-        try:
-            configs = build_sweep(args.name)
-        except ValueError as err:
-            raise CLIError(str(err)) from None
+        configs = _from_file(lambda _: _sweep_configs(args), args.name or args.config)
         overrides = {k: v[0] for k, v in axes.items()}
         configs = [_make_config(c, **overrides) for c in configs]
         if fractions:
             configs = [_with_fraction(c, fractions[0]) for c in configs]
     else:
-        single = {k: v[0] for k, v in axes.items() if len(v) == 1}
-        base = _make_config(base, **single)
-        order = [f.field for f in CONFIG_FLAGS]
+        base = _make_config(ExperimentConfig(), **{k: v[0] for k, v in axes.items() if len(v) == 1})
+        order = [s.attr for s in CONFIG_FLAGS]
         multi_axes = {k: v for k, v in axes.items() if len(v) > 1}
         # Outermost first: task, clients, ... attack, defense (the paper's table layout).
         ordered = sorted(multi_axes, key=lambda k: (k in ("attack", "defense"), k == "defense", order.index(k)))
@@ -282,15 +219,23 @@ def configs_from_sweep_args(args: argparse.Namespace) -> list[ExperimentConfig]:
             raise CLIError(str(err)) from None
         if fractions:
             configs = [_with_fraction(c, f) for f in fractions for c in configs]
-    seen: set[str] = set()
-    unique = []
+    unique: dict[str, ExperimentConfig] = {}
     for cfg in configs:
-        if cfg.key() not in seen:
-            seen.add(cfg.key())
-            unique.append(cfg)
-    for cfg in unique:
+        unique.setdefault(cfg.key(), cfg)  # a run listed twice runs at its first place
+    for cfg in unique.values():
         validate(cfg)
-    return unique
+    return list(unique.values())
+
+
+def _sweep_configs(args: argparse.Namespace) -> list[ExperimentConfig]:
+    """The runs of ``sweep NAME`` or ``sweep --config FILE``."""
+    if args.config:
+        from .config_files import read_sweep
+
+        return read_sweep(args.config).configs()
+    from .paper_sweeps import build_sweep
+
+    return build_sweep(args.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,18 +253,22 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_config_flags(p: argparse.ArgumentParser, *, lists: bool) -> None:
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="a sweep file ([base] settings, [grid] alternatives; see examples/sweep.toml); flags override "
+                   "its settings in every run" if lists else
+                   "an experiment file: keys of [tool.flwr.app.config] (see examples/exp.toml); flags override it")
     group = p.add_argument_group(
         "experiment settings" + (" (comma-separated alternatives; ';' between alternatives of -params and --lr-milestones)" if lists else "")
     )
-    for flag in CONFIG_FLAGS:
-        if flag.kind == "bool":
-            group.add_argument(flag.option, dest=flag.field, default=None, nargs="?", const="true",
-                               metavar="BOOL", help=flag.help)
+    for setting in CONFIG_FLAGS:
+        if setting.kind == "bool":
+            group.add_argument(option(setting), dest=setting.attr, default=None, nargs="?", const="true",
+                               metavar="BOOL", help=setting.help_text())
             continue
-        metavar = {"int": "N", "float": "X", "params": "K=V,...", "ints": "R,R,...", "str": flag.field.upper()}[flag.kind]
-        if lists and flag.listable:
-            metavar = {"params": "K=V,..;..", "ints": "R,..;.."}.get(flag.kind, metavar + ",...")
-        group.add_argument(flag.option, dest=flag.field, default=None, metavar=metavar, help=flag.help)
+        metavar = _METAVARS.get(setting.kind, setting.attr.upper())
+        if lists and setting.sweepable:
+            metavar = {"params": "K=V,..;..", "ints": "R,..;.."}.get(setting.kind, metavar + ",...")
+        group.add_argument(option(setting), dest=setting.attr, default=None, metavar=metavar, help=setting.help_text())
     group.add_argument("--byzantine-fraction", default=None, metavar="F" + (",..." if lists else ""),
                        help="Byzantine share of the clients (sets --num-byzantine = round(F * n))")
 
@@ -332,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{main,run,sweep,report}")
 
-    p = sub.add_parser("main", help="the main job: digits, 50 clients, 10 Byzantine, 4 defenses x 3 attacks (default)",
+    p = sub.add_parser("main", help="the main job: bundled MNIST subset, 50 clients, 10 Byzantine, 4 defenses x 2 attacks (default)",
                        description="The main job: sweep 'main' into results/main, then the tables and plots.")
     _add_engine_flags(p)
     p.add_argument("--no-reuse", action="store_true", help="redo runs whose result files exist")
@@ -398,7 +347,7 @@ def _quiet_flower(verbose: bool) -> None:
 
 def _engine(args: argparse.Namespace) -> str:
     engine = "ray" if args.ray_address else args.engine
-    known = _choices("engine")
+    known = _engines()
     if engine not in known:
         raise CLIError(f"unknown engine {engine!r}; known: {', '.join(known)}")
     return engine
@@ -485,8 +434,7 @@ def _list_sweeps() -> int:
     for name, build in SWEEPS.items():
         configs = build()
         rounds = sum(c.rounds for c in configs)
-        doc = (build.__doc__ or "").strip().splitlines()[0] if build.__doc__ else ""
-        rows.append((name, len(configs), rounds, doc))
+        rows.append((name, len(configs), rounds, getattr(build, "description", "")))
     width = max(len(r[0]) for r in rows)
     _say(f"{'name':{width}s}  runs  rounds  description")
     for name, n, rounds, doc in rows:
@@ -501,7 +449,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import check_result, result_path
 
     configs = configs_from_sweep_args(args)
-    default = NAMED_SWEEP_RESULTS / args.name if args.name else SWEEP_RESULTS
+    if args.name:
+        default = NAMED_SWEEP_RESULTS / args.name
+    else:
+        default = SWEEP_RESULTS / Path(args.config).stem if args.config else SWEEP_RESULTS
     results_dir = _results_dir(args, default)
     finished: set[str] = set()
     damaged: dict[str, str] = {}
@@ -514,7 +465,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             else:
                 finished.add(cfg.key())
     extra = f", {len(damaged)} damaged (to redo)" if damaged else ""
-    _say(f"Sweep {args.name or '(flags)'}: {len(configs)} runs, {len(finished)} already done{extra}, into {results_dir}")
+    _say(f"Sweep {args.name or args.config or '(flags)'}: {len(configs)} runs, {len(finished)} already done{extra}, into {results_dir}")
     if args.dry_run:
         return _dry_run(configs, finished, results_dir, args.jobs, damaged)
     results = _run_configs(configs, results_dir, args, reuse=not args.no_reuse)

@@ -1,102 +1,37 @@
 """One experiment's settings, and their flat form for Flower's run config.
 
-Flower's run config (``[tool.flwr.app.config]``, ``flwr run --run-config``) holds flat scalars
-only, so the rule's and the attack's own parameters travel as one string each:
-``defense-params = "preset=reference,lower=0.1"``, ``attack-params = "z=max"``.
+The fields, their defaults and their parsing come from the table :data:`clients.schema.SETTINGS`
+(shared with the ClientApp, the CLI and pyproject.toml's ``[tool.flwr.app.config]``).  Flower's
+run config holds flat scalars only, so the rule's and the attack's own parameters travel as one
+string each: ``defense-params = "preset=reference,lower=0.1"``, ``attack-params = "z=max"``.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ExperimentConfig", "parse_params", "format_params", "CLIENT_KEYS"]
+from clients.schema import EXPERIMENT_SETTINGS, format_params, parse_params, settings_dataclass
+
+__all__ = ["ExperimentConfig", "parse_params", "format_params", "CLIENT_KEYS", "BYZANTINE_FRACTION"]
+
+#: A run-config key that is no field: sets ``num-byzantine = round(fraction · num-clients)``.
+BYZANTINE_FRACTION = "byzantine-fraction"
+_BY_KEY = {s.key: s for s in EXPERIMENT_SETTINGS}
 
 
-
-def parse_params(text: str | dict | None) -> dict[str, Any]:
-    """Parse ``"a=1,b=x,c=[1,2]"`` into a dict (values via ``ast.literal_eval`` when possible)."""
-    if text is None or text == "":
-        return {}
-    if isinstance(text, dict):
-        return dict(text)
-    out: dict[str, Any] = {}
-    depth, token, parts = 0, "", []
-    for ch in str(text):
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(token)
-            token = ""
-        else:
-            token += ch
-    parts.append(token)
-    for part in parts:
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise ValueError(f"parameter {part!r} is not of the form key=value")
-        key, value = (s.strip() for s in part.split("=", 1))
-        key = key.replace("-", "_")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
-
-
-def format_params(params: dict[str, Any]) -> str:
-    """Inverse of :func:`parse_params` (sorted keys, so equal dicts give equal strings)."""
-    return ",".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in sorted(params.items()))
-
-
-@dataclass
+@settings_dataclass(EXPERIMENT_SETTINGS)
 class ExperimentConfig:
-    """Everything that defines one simulated run.
+    """Everything that defines one simulated run: one field per experiment setting of
+    :data:`clients.schema.SETTINGS` (attribute ``num_clients`` ↔ run-config key ``num-clients``).
 
-    Defaults follow the paper (§V): 50 clients, 10 Byzantine (20%), FedSGD with batch 50,
-    server SGD with lr 0.1, momentum 0.9, weight decay 5e-4.  Attributes mirror the run-config keys (``num_clients`` ↔ ``num-clients``).
+    Defaults follow the paper (§V) and the main job: 50 clients, 10 Byzantine (20%), FedSGD
+    with batch 50, server SGD with lr 0.1, momentum 0.9, weight decay 5e-4, 150 rounds,
+    evaluated every 5.
     """
-
-    task: str = "digits"
-    num_clients: int = 50
-    num_byzantine: int = 10
-    defense: str = "signguard"
-    defense_params: dict[str, Any] = field(default_factory=dict)
-    attack: str = "none"
-    attack_params: dict[str, Any] = field(default_factory=dict)
-    partition: str = "iid"
-    partition_s: float = 0.3
-    dirichlet_alpha: float = 0.5
-    rounds: int = 50
-    client_mode: str = "fedsgd"
-    batch_size: int = 50
-    local_epochs: int = 1
-    local_lr: float = 0.1
-    server_lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_milestones: tuple[int, ...] = ()
-    seed: int = 0
-    data_dir: str = ""
-    download: bool = False
-    """Let torchvision download a missing MNIST / Fashion-MNIST / CIFAR-10 into ``data_dir``."""
-    eval_every: int = 1
-    knowledge: str = "omniscient"
-    byzantine_placement: str = "random"
-    """Which partitions are Byzantine: ``random`` (drawn from the seed) or ``first`` (0..m-1, as the reference)."""
-    declared_f: int | None = None
-    """f told to the defenses that take one (default: the true number of Byzantine clients)."""
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
@@ -128,56 +63,60 @@ class ExperimentConfig:
 
     # ------------------------------------------------------------------ run config
     def to_run_config(self) -> dict[str, Any]:
-        """Flat run-config form (scalars only)."""
-        out: dict[str, Any] = {}
-        for key, value in self.to_dict().items():
-            if value is None:
-                continue
-            name = key.replace("_", "-")
-            if key.endswith("_params"):
-                value = format_params(value)
-            elif key == "lr_milestones":
-                value = ",".join(str(m) for m in value)
-            out[name] = value
-        return out
+        """Flat run-config form (scalars only; an unset ``declared-f`` is left out)."""
+        values = [(s, getattr(self, s.attr)) for s in EXPERIMENT_SETTINGS]
+        return {s.key: s.to_run_config(v) for s, v in values if v is not None}
 
     @classmethod
-    def from_run_config(cls, run_config: dict[str, Any]) -> ExperimentConfig:
-        """Build from a flat run config; unknown keys are an error naming them."""
-        names = {f.name: f for f in dataclasses.fields(cls)}
+    def from_run_config(cls, run_config: Mapping[str, Any], *, where: str = "run-config") -> ExperimentConfig:
+        """Build from a flat run config (or an experiment file's keys; ``_`` or ``-`` in keys).
+
+        Values are converted to each setting's kind (``"3"`` → 3, ``1`` → 1.0 for a float,
+        ``"z=0.3"`` → ``{"z": 0.3}``) and range-checked; ``byzantine-fraction`` sets
+        ``num-byzantine`` when that is not given.  ``where`` names the source in errors
+        (``"run-config"``, or a file's path).
+
+        Raises
+        ------
+        ValueError
+            An unknown key (naming it and the known ones), or a bad value naming its key.
+        """
+        prefix = f"{where} key" if where == "run-config" else f"{where}: key"
         kwargs: dict[str, Any] = {}
         unknown = []
+        fraction = None
         for raw_key, value in run_config.items():
-            key = raw_key.replace("-", "_")
-            if key == "byzantine_fraction":
+            key = str(raw_key).replace("_", "-")
+            if key == BYZANTINE_FRACTION:
+                fraction = value
                 continue
-            if key not in names:
+            setting = _BY_KEY.get(key)
+            if setting is None:
                 unknown.append(raw_key)
                 continue
-            if key.endswith("_params"):
-                value = parse_params(value)
-            elif key == "lr_milestones":
-                value = tuple(int(v) for v in str(value).split(",") if str(v).strip())
-            elif key == "download" and isinstance(value, str):
-                if value.strip().lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(f"run-config key 'download' must be true or false, got {value!r}")
-                value = value.strip().lower() in ("true", "1")
-            elif key == "declared_f":  # TOML has no null: "" or a negative value means "not set"
-                value = None if value in ("", None) or int(value) < 0 else int(value)
-            kwargs[key] = value
+            kwargs[setting.attr] = setting.coerce(value, f"{prefix} {raw_key!r}")
+            problem = setting.violation(kwargs[setting.attr])
+            if problem:
+                raise ValueError(f"{prefix} {raw_key!r} {problem}, got {value!r}")
         if unknown:
-            raise ValueError(f"unknown run-config key(s) {sorted(unknown)}; known: {sorted(n.replace('_', '-') for n in names)}")
-        if "byzantine_fraction" in {k.replace("-", "_") for k in run_config} and "num_byzantine" not in kwargs:
-            fraction = float(run_config.get("byzantine-fraction", run_config.get("byzantine_fraction")))
+            what = "unknown run-config key(s)" if where == "run-config" else f"{where}: unknown key(s)"
+            raise ValueError(f"{what} {sorted(unknown)}; known: {sorted(_BY_KEY)}")
+        if fraction is not None and "num_byzantine" not in kwargs:
+            try:
+                fraction = float(fraction)
+            except (TypeError, ValueError):
+                raise ValueError(f"{prefix} 'byzantine-fraction': expected a number, got {fraction!r}") from None
             if not 0 <= fraction < 1:
                 raise ValueError(f"byzantine-fraction must be in [0, 1), got {fraction}")
-            n = int(kwargs.get("num_clients", cls.num_clients))
-            kwargs["num_byzantine"] = int(round(fraction * n))
+            kwargs["num_byzantine"] = int(round(fraction * kwargs.get("num_clients", _BY_KEY["num-clients"].default)))
         return cls(**kwargs)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        """Inverse of :meth:`to_dict` (a result file's ``config``); unknown keys raise TypeError."""
+        """Inverse of :meth:`to_dict` (a result file's ``config``); unknown keys raise TypeError.
+
+        Values are taken as they are (no conversion): the key of a committed result must not move.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -195,22 +134,4 @@ class ExperimentConfig:
 
 # Keys of the run config that the ClientApp (and the Byzantine wrapper) need; the ServerApp
 # forwards them in every train/evaluate ConfigRecord so clients see them under any engine.
-CLIENT_KEYS = (
-    "task",
-    "num-clients",
-    "num-byzantine",
-    "byzantine-placement",
-    "attack",
-    "attack-params",
-    "partition",
-    "partition-s",
-    "dirichlet-alpha",
-    "client-mode",
-    "batch-size",
-    "local-epochs",
-    "local-lr",
-    "seed",
-    "data-dir",
-    "download",
-    "device",
-)
+CLIENT_KEYS: tuple[str, ...] = tuple(s.key for s in EXPERIMENT_SETTINGS if s.side != "server")

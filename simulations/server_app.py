@@ -1,9 +1,10 @@
 """The ServerApp of ``flwr run .``: one experiment from the run config.
 
-Run config keys are those of :class:`simulations.config.ExperimentConfig` with dashes
-(``task``, ``defense``, ``defense-params``, ``attack``, ``attack-params``, ``num-clients``,
-``num-byzantine`` or ``byzantine-fraction``, ``partition``, ``rounds``, ...), plus
-``results-dir``: where the JSON/CSV result files go (default ``results/flwr-run`` under the
+Run config keys are the settings of :data:`clients.schema.SETTINGS`: those of
+:class:`simulations.config.ExperimentConfig` (``task``, ``defense``, ``defense-params``,
+``attack``, ``attack-params``, ``num-clients``, ``num-byzantine`` or ``byzantine-fraction``,
+``partition``, ``rounds``, ...), plus the ServerApp's own (``SERVERAPP_SETTINGS``):
+``results-dir``: where the JSON/CSV result files go ("" = ``results/flwr-run`` under the
 directory the SuperLink was started from); ``round-timeout``: seconds a round waits for replies
 (default 3600); ``min-nodes``: the nodes a round needs once all ``num-clients`` nodes have
 connected (0, the default, = ``num-clients``; a deployment that must go on after losing
@@ -26,6 +27,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
+from clients.schema import SERVERAPP_SETTINGS
+
 from .config import ExperimentConfig
 from .experiment import check_run, run_on_grid
 
@@ -35,16 +38,16 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     run_config = dict(context.run_config)
-    results_dir = Path(str(run_config.pop("results-dir", "") or "results/flwr-run")).expanduser()
-    timeout = float(run_config.pop("round-timeout", 3600.0))
-    min_nodes = int(run_config.pop("min-nodes", 0))
-    node_timeout = float(run_config.pop("node-timeout", 300.0))
     try:
+        own = {s.key: s.coerce(run_config.pop(s.key, s.default), f"run-config key {s.key!r}")
+               for s in SERVERAPP_SETTINGS}
         cfg = ExperimentConfig.from_run_config(run_config)
         check_run(cfg)
     except (ValueError, TypeError) as err:
         log(ERROR, "signguard-flwr: invalid run config: %s", err)
         raise SystemExit(f"signguard-flwr: invalid run config: {err}") from None
+    results_dir = Path(own["results-dir"] or "results/flwr-run").expanduser()
+    timeout, min_nodes, node_timeout = own["round-timeout"], own["min-nodes"], own["node-timeout"]
     log(INFO, "signguard-flwr: app code from %s", _code_origins())
     wait_for_nodes(grid, cfg.num_clients, node_timeout)
     if not 0 < min_nodes < cfg.num_clients:

@@ -27,7 +27,7 @@ def _context(run_config: dict) -> Context:
 def test_byo_server_inprocess(capsys: pytest.CaptureFixture[str]) -> None:
     byzantine = {0: {"byzantine": True, "attack": "sign_flip"}}
     grid = InProcessGrid(client_app, 6, node_configs=byzantine, seed=3)
-    result = byo_server.main(grid, _context({"num-server-rounds": 3, "num-clients": 6}))
+    result = byo_server.main(grid, _context({"rounds": 3, "num-clients": 6}))
 
     assert isinstance(result, Result)
     assert sorted(result.train_metrics_clientapp) == [1, 2, 3]
@@ -41,6 +41,16 @@ def test_byo_server_inprocess(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.count("round ") == 3 and "kept" in out
 
 
+def test_byo_server_reads_the_apps_key_names_and_warns_on_the_old_one() -> None:
+    """``rounds`` as in [tool.flwr.app.config]; the README's former ``num-server-rounds`` still works."""
+    grid = InProcessGrid(client_app, 4, seed=1)
+    result = byo_server.main(grid, _context({"rounds": 2, "num-clients": 4}))
+    assert sorted(result.train_metrics_clientapp) == [1, 2]
+    with pytest.warns(DeprecationWarning, match="'num-server-rounds' is deprecated: use 'rounds'"):
+        result = byo_server.main(InProcessGrid(client_app, 4, seed=1), _context({"num-server-rounds": 1, "num-clients": 4}))
+    assert sorted(result.train_metrics_clientapp) == [1]
+
+
 @pytest.mark.slow
 def test_byo_server_run_simulation() -> None:
     from flwr.simulation import run_simulation
@@ -50,7 +60,7 @@ def test_byo_server_run_simulation() -> None:
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        context.run_config.update({"num-server-rounds": 2, "num-clients": 4})
+        context.run_config.update({"rounds": 2, "num-clients": 4})
         box["result"] = byo_server.main(grid, context)
 
     with simulation_env():
@@ -72,6 +82,6 @@ def test_readme_shows_the_tested_example() -> None:
 
     root = Path(__file__).resolve().parents[1]
     code = (root / "simulations" / "byo_server.py").read_text()
-    body = code[code.index("from flwr.app import"):].strip()
+    body = code[code.index("\nimport "):].strip()  # from the first import on
     assert body in (root / "README.md").read_text()
     assert 15 <= len([line for line in body.splitlines() if line.strip()]) <= 30  # "about 20 lines"

@@ -54,13 +54,16 @@ def test_run_end_to_end_writes_json_and_csv(tmp_path: Path, capsys) -> None:
 
 
 def test_every_experiment_setting_has_a_flag() -> None:
-    flags = {f.field for f in cli.CONFIG_FLAGS}
+    flags = {s.attr for s in cli.CONFIG_FLAGS}
     assert flags == {f.name for f in dataclasses.fields(ExperimentConfig)}
     parser = cli.build_parser()
-    run_help = parser._subparsers._group_actions[0].choices["run"].format_help()  # noqa: SLF001
-    for flag in cli.CONFIG_FLAGS:
-        assert flag.option in run_help
+    run_help = " ".join(parser._subparsers._group_actions[0].choices["run"].format_help().split())  # noqa: SLF001
+    for setting in cli.CONFIG_FLAGS:
+        assert cli.option(setting) in run_help
+    # Help and defaults come from the settings table (the one default of signguard-sim and flwr run).
+    assert "communication rounds (default 150)" in run_help and "every k rounds (and the last) (default 5)" in run_help
     assert "--byzantine-fraction" in run_help and "--engine" in run_help and "--ray-address" in run_help
+    assert "--config FILE.toml" in run_help
 
 
 def test_run_flags_map_to_the_config() -> None:
@@ -272,7 +275,7 @@ def test_the_real_main_job_is_the_paper_setting() -> None:
 
 BAD = [
     (["run", "--defense", "foo"], "unknown defense 'foo'; known: bulyan, dnc, geomed, krum, mean, median, multi_krum, signguard"),
-    (["run", "--attack", "bar"], "unknown attack 'bar'; known: byzmean, label_flip, lie"),
+    (["run", "--attack", "bar"], "unknown attack 'bar'; known: agr_tailored, byzmean, fang_krum"),
     (["run", "--task", "baz"], "unknown task 'baz'; known: agnews, cifar10, digits, fmnist, mnist"),
     (["sweep", "--defense", "mean,foo"], "unknown defense 'foo'"),
     (["run", "--rounds", "x"], "--rounds: expected an integer, got 'x'"),
@@ -344,6 +347,58 @@ def test_download_flag_reaches_the_clients_and_does_not_change_the_run_key() -> 
     assert cfg.key() == cfg.replace(download=False).key()  # where the data came from is not a setting
     args = build_parser().parse_args(["run", "--task", "digits", "--download", "false"])
     assert config_from_args(args).download is False
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_run_config_file_with_flags_over_it(tmp_path: Path) -> None:
+    args = cli.build_parser().parse_args(["run", "--config", str(EXAMPLES / "exp.toml"), "--rounds", "7", "--seed", "2"])
+    cfg = cli.config_from_args(args)
+    assert cfg == ExperimentConfig(task="digits", num_clients=20, num_byzantine=4, defense="signguard", attack="lie",
+                                   attack_params={"z": 0.3}, rounds=7, eval_every=5, seed=2)
+    # A share in the file applies to the number of clients after the flags; a flag replaces it.
+    exp = tmp_path / "exp.toml"
+    exp.write_text('byzantine-fraction = 0.25\nattack-params = {z = 0.5}\n')
+    cfg = cli.config_from_args(cli.build_parser().parse_args(["run", "--config", str(exp), "--num-clients", "20"]))
+    assert (cfg.num_clients, cfg.num_byzantine, cfg.attack_params) == (20, 5, {"z": 0.5})
+    cfg = cli.config_from_args(cli.build_parser().parse_args(["run", "--config", str(exp), "--num-byzantine", "3"]))
+    assert (cfg.num_clients, cfg.num_byzantine) == (50, 3)
+
+
+def test_sweep_config_file_runs_its_grid(tmp_path: Path, capsys) -> None:
+    assert main(["sweep", "--config", str(EXAMPLES / "sweep.toml"), "--rounds", "3", "--dry-run", "--results-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"Sweep {EXAMPLES / 'sweep.toml'}: 12 runs, 0 already done")
+    keys = [line.split()[1] for line in lines[1:13]]
+    base = ExperimentConfig(task="digits", num_clients=20, num_byzantine=4, rounds=3, eval_every=5)
+    assert keys == [base.replace(seed=s, attack=a, defense=d).key()
+                    for s in (0, 1) for a in ("none", "lie") for d in ("mean", "median", "signguard")]
+
+
+BAD_FILES = [
+    (["run"], "rouns = 3\n", "exp.toml: unknown key 'rouns' (did you mean 'rounds'?); known: attack,"),
+    (["run"], 'rounds = "x"\n', "exp.toml: key 'rounds': expected an integer, got 'x'"),
+    (["run"], "num-clients = 0\n", "exp.toml: key 'num-clients' must be >= 1, got 0"),
+    (["run"], "num-byzantine = 2\nbyzantine-fraction = 0.1\n", "give num-byzantine or byzantine-fraction, not both"),
+    (["run"], "rounds = \n", "exp.toml: not valid TOML"),
+    (["run"], "[base]\nrounds = 3\n", "exp.toml: has [base] / [grid], so it is a sweep file"),
+    (["sweep"], "rounds = 3\n", "exp.toml: settings at the top level make an experiment file"),
+    (["sweep"], "[base]\nrounds = 3\n[grid]\nseed = [0, 'a']\n", "exp.toml: [grid] key 'seed': expected an integer, got 'a'"),
+    (["sweep"], "[grid]\nseed = 1\n", "exp.toml: [grid] key 'seed' must be a non-empty list of values, got 1"),
+    (["sweep", "main"], "[grid]\nseed = [1]\n", "give a sweep NAME or --config FILE, not both"),
+]
+
+
+@pytest.mark.parametrize(("command", "text", "message"), BAD_FILES, ids=[m for _, _, m in BAD_FILES])
+def test_bad_config_files_exit_2_naming_the_file_and_key(command, text, message, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    assert main([*command, "--config", str(path), "--dry-run"] if command[0] == "sweep" else [*command, "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert main(["run", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml: no such file" in capsys.readouterr().err
 
 
 def test_download_flag_rejects_other_values(capsys) -> None:

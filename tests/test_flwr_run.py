@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from clients.schema import SERVERAPP_SETTINGS, SETTINGS
 from simulations.config import ExperimentConfig
+from simulations.paper_sweeps import build_sweep
+
 from .conftest import assert_no_ray_processes, descendant_pids
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -79,21 +82,22 @@ def _stop(pids: list[int], timeout: float = 30.0) -> list[int]:
     return left
 
 
-def test_pyproject_config_is_complete_and_valid() -> None:
-    """Every ExperimentConfig key is in [tool.flwr.app.config] with the main job's values."""
-    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    own = {"results-dir", "round-timeout", "min-nodes", "node-timeout"}  # read by the ServerApp itself
+def test_pyproject_config_is_the_settings_table() -> None:
+    """[tool.flwr.app.config] holds every app key of clients.schema.SETTINGS with its one default."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    config = pyproject["tool"]["flwr"]["app"]["config"]
+    table = {s.key: s.to_run_config(s.default) for s in SETTINGS if s.scope != "client"}
+    assert sorted(config) == sorted(table)
+    assert {k: (v, type(v)) for k, v in config.items()} == {k: (v, type(v)) for k, v in table.items()}
+    own = {s.key for s in SERVERAPP_SETTINGS}  # read by the ServerApp itself
     cfg = ExperimentConfig.from_run_config({k: v for k, v in config.items() if k not in own})
-    assert cfg.to_run_config().keys() <= config.keys()
-    fields = {f.replace("_", "-") for f in ExperimentConfig.__dataclass_fields__}
-    assert fields <= config.keys()
+    assert cfg == ExperimentConfig()
     # digits, not the main job's mnist-mini: a FAB cannot carry the bundled .npz (code and text only).
     assert (cfg.task, cfg.num_clients, cfg.num_byzantine, cfg.partition) == ("digits", 50, 10, "iid")
     assert cfg.declared_f is None and cfg.defense_params == {} and cfg.lr_milestones == ()
-    from simulations.paper_sweeps import main_job
-
-    assert cfg.rounds == main_job()[0].rounds and cfg.eval_every == main_job()[0].eval_every
-    assert "federations" not in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["flwr"]
+    main_job = build_sweep("main")[0]
+    assert (cfg.rounds, cfg.eval_every) == (main_job.rounds, main_job.eval_every)
+    assert "federations" not in pyproject["tool"]["flwr"]
 
 
 @pytest.mark.slow
@@ -116,8 +120,13 @@ def test_flwr_run_local_simulation(tmp_path: Path) -> None:
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
         "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
     }
-    run_config = f"rounds=2 num-clients=5 num-byzantine=1 attack='sign_flip' eval-every=1 results-dir='{results}'"
-    command = [str(flwr), "run", ".", "local", "--run-config", run_config,
+    # The experiment file of the README (examples/exp.toml), made tiny: flwr run reads the same file.
+    settings = tomllib.loads((REPO_ROOT / "examples" / "exp.toml").read_text())
+    settings.update({"rounds": 2, "num-clients": 5, "num-byzantine": 1, "attack": "sign_flip", "eval-every": 1,
+                     "results-dir": str(results)})
+    run_config = tmp_path / "exp.toml"
+    run_config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))  # strings, ints, floats
+    command = [str(flwr), "run", ".", "local", "--run-config", str(run_config),
                "--federation-config", "num-supernodes=5", "--stream"]
     pyproject_before = (REPO_ROOT / "pyproject.toml").read_bytes()
     try:
@@ -129,6 +138,7 @@ def test_flwr_run_local_simulation(tmp_path: Path) -> None:
         data = json.loads(files[0].read_text())
         assert data["engine"] == "flwr-run"
         assert data["config"]["num_clients"] == 5 and data["config"]["attack"] == "sign_flip"
+        assert data["config"]["attack_params"] == {"z": 0.3} and data["config"]["task"] == "digits"
         assert [r["round"] for r in data["rounds"]] == [1, 2]
         assert all(r["received"] == 5 and r["tp"] + r["fn"] == 1 for r in data["rounds"])
         assert (results / f"{files[0].stem}.csv").is_file()

@@ -2,8 +2,57 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
+import pytest
+
 from simulations import paper_sweeps as ps
 from simulations.report import ABLATION_KEYS
+
+ALL_DEFENSES = ["mean", "trimmed_mean", "median", "geomed", "multi_krum", "bulyan", "dnc", "signguard", "signguard_sim",
+                "signguard_dist"]
+TABLE1_ATTACKS = ["none", "lie", "byzmean", "min_max", "min_sum", "sign_flip", "noise", "random", "label_flip"]
+SEEDED_DEFENSES = ["mean", "median", "multi_krum", "dnc", "signguard", "signguard_sim", "signguard_dist"]
+SEEDED_ATTACKS = ["none", "sign_flip", "lie", "min_max", "byzmean"]
+
+# Captured from the Python definitions the sweep files replaced (simulations/paper_sweeps.py before
+# issue #12): per sweep, the number of runs and a digest of every run's key and full config
+# (values, types and dict order), in order.  Result folders and the running sweeps find their
+# finished runs by these keys: a sweep file that drifts by one setting fails here.
+CAPTURED = {
+    "main": (8, "a6de04265be96b5e"),
+    "table1-mnist": (90, "a809adf2fb87d69c"),
+    "table1-fmnist": (90, "7a0b4e27416a9bf3"),
+    "converged-mnist": (160, "b0b09d3d274c686c"),
+    "converged-fmnist": (160, "e77cf2766e7b6fff"),
+    "paper-budget-mnist": (7, "ddaeec841507c798"),
+    "bulyan-reference-mnist": (2, "c0afc663d92ad8f5"),
+    "fraction-fmnist": (40, "26bac92d0ebfb2e5"),
+    "noniid-fmnist": (45, "b629e0184364464f"),
+    "ablation-fmnist": (19, "5e7f2f4af3db5e26"),
+    "timevarying-fmnist": (5, "d87530923b26884e"),
+    "cifar10-small": (6, "1e3e2e6f50cd23fd"),
+    "agnews-small": (6, "42bfc4bf81401e0b"),
+}
+
+
+def _digest(configs) -> str:
+    text = "\n".join(c.key() + " " + json.dumps(c.to_dict()) for c in configs)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_sweep_files_give_exactly_the_captured_runs() -> None:
+    assert list(ps.SWEEPS) == list(CAPTURED)  # also the order of `sweep --list`
+    for name, (count, digest) in CAPTURED.items():
+        configs = ps.build_sweep(name)
+        assert (len(configs), _digest(configs)) == (count, digest), name
+
+
+def test_every_sweep_file_is_listed_with_a_description() -> None:
+    files = sorted(f.name.removesuffix(".toml") for f in ps.SWEEP_FOLDER.iterdir() if f.name.endswith(".toml"))
+    assert files == sorted(ps.SWEEPS)
+    assert all(spec.description for spec in ps.SWEEPS.values())
 
 
 def test_converged_sweep_runs_the_seeded_claim_cells_first_then_every_table1_cell() -> None:
@@ -13,11 +62,11 @@ def test_converged_sweep_runs_the_seeded_claim_cells_first_then_every_table1_cel
     assert all((c.task, c.rounds, c.eval_every, c.num_clients, c.num_byzantine) == ("mnist", 300, 10, 50, 10) for c in configs)
     seeded = configs[: 3 * 7 * 5]
     assert [c.seed for c in seeded] == [s for s in (0, 1, 2) for _ in range(35)]  # seed by seed
-    assert {(c.defense, c.attack) for c in seeded} == {(d, a) for d in ps.SEEDED_DEFENSES for a in ps.SEEDED_ATTACKS}
+    assert {(c.defense, c.attack) for c in seeded} == {(d, a) for d in SEEDED_DEFENSES for a in SEEDED_ATTACKS}
     rest = configs[3 * 7 * 5 :]
     assert {c.seed for c in rest} == {0}
     cells = {(c.defense, c.attack) for c in configs}
-    assert cells == {(d, a) for d in ps.ALL_DEFENSES for a in ps.TABLE1_ATTACKS}
+    assert cells == {(d, a) for d in ALL_DEFENSES for a in TABLE1_ATTACKS}
     assert {c.task for c in ps.build_sweep("converged-fmnist")} == {"fmnist"}
 
 
@@ -42,3 +91,8 @@ def test_bulyan_reference_sweep_matches_table1_settings_but_the_variant() -> Non
     for cfg in ps.build_sweep("bulyan-reference-mnist"):
         assert cfg.defense_params == {"variant": "reference"}
         assert cfg.replace(defense_params={}).key() == table1[cfg.attack].key()
+
+
+def test_unknown_sweep_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="unknown sweep 'nope'; known: .*'converged-mnist'"):
+        ps.build_sweep("nope")
