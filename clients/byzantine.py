@@ -14,10 +14,11 @@ deployment (SuperLink + SuperNodes):
   ``clients.client_app.app``), whose mods are fixed at construction.
 
 Only train messages are touched; evaluate and query messages pass through.  Client-side
-(independent) attacks are computed here with :mod:`clients.attacks`: random, noise, sign_flip,
-reverse_scaling (on the honest update), label_flip (the honest handler trains on labels
-``C − 1 − y`` because the mod sets ``"label-transform": "flip"`` in a copy of the message's
-config) and lie_local (μ − z·σ over ``lie-batches`` honest updates of the client's own data).
+(independent) attacks are looked up in the registry :data:`clients.attacks.ATTACKS` and run
+here: random, noise, sign_flip, reverse_scaling (on the honest update), label_flip (the honest
+handler trains on labels ``C − 1 − y`` because the mod sets the attack's ``instruction``,
+``"label-transform": "flip"``, in a copy of the message's config) and lie_local (μ − z·σ over
+``lie-batches`` honest updates of the client's own data).
 **Colluding attacks** (lie, byzmean, min_max, min_sum) need the other clients' updates, which a
 client never sees: the wrapper then behaves honestly and the simulation's omniscient adversary
 (:mod:`simulations.adversary`) rewrites the reply.  In a deployment they would need a collusion
@@ -25,8 +26,8 @@ channel between the Byzantine nodes, which is out of scope (``docs/threat-model.
 
 The reply keeps the honest reply's metadata, metrics and ``"diag"`` records and its buffers
 (BatchNorm statistics): only the float non-buffer arrays (:func:`signguard_flwr.arrays.update_keys`)
-change, rebuilt with :func:`signguard_flwr.arrays.vector_to_record` so keys, shapes and dtypes
-stay valid.
+change, read and rebuilt through :mod:`signguard_flwr.updates` so keys, shapes and dtypes stay
+valid.
 """
 
 from __future__ import annotations
@@ -42,21 +43,17 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from clients.attacks import (
+    AttackInfo,
     AttackParams,
     from_attack_domain,
     get_attack,
     is_client_side,
     make_generator,
-    mean_std,
-    noise_attack,
-    random_update,
-    reverse_scaling,
-    sign_flip,
     parse_bool,
     require_int,
     to_attack_domain,
 )
-from signguard_flwr.arrays import record_numpy, record_to_vector, update_keys, vector_to_record
+from signguard_flwr.updates import UpdateView, global_view, parse
 
 __all__ = [
     "ADVERSARY_DIRECTIVE_KEY",
@@ -66,8 +63,8 @@ __all__ = [
     "is_byzantine_node",
     "is_train_message",
     "num_byzantine_from_config",
-    "rebuild_arrays",
     "replace_content",
+    "reply_with_arrays",
     "wrap_client_app",
 ]
 
@@ -198,45 +195,10 @@ def is_train_message(msg: Message) -> bool:
     return msg.metadata.message_type.split(".", 1)[0] == MessageType.TRAIN
 
 
-def _update_view(msg: Message, reply: Message) -> tuple[dict[str, np.ndarray], list[str], torch.Tensor, torch.Tensor] | None:
-    """``(reply arrays, update keys, global vector, update Δ)``, or None if not a usable reply."""
-    if reply.has_error() or not reply.has_content():
-        return None
-    sent, got = msg.content.get(_ARRAYS), reply.content.get(_ARRAYS)
-    if not isinstance(sent, ArrayRecord) or not isinstance(got, ArrayRecord):
-        return None
-    sent_np, got_np = record_numpy(sent), record_numpy(got)
-    keys = update_keys(sent_np)
-    if any(k not in got_np or got_np[k].shape != sent_np[k].shape for k in keys):
-        return None
-    # float64 on one client is cheap and keeps w_global + Δ' free of float32 cancellation.
-    base = record_to_vector(sent_np, keys, dtype=torch.float64)
-    delta = record_to_vector(got_np, keys, dtype=torch.float64) - base
-    return got_np, keys, base, delta
-
-
-def rebuild_arrays(vector: torch.Tensor, record: ArrayRecord, arrays: dict[str, np.ndarray],
-                   keys: list[str]) -> ArrayRecord:
-    """``record`` with the arrays ``keys`` cut from ``vector``; every other array is the original.
-
-    :func:`signguard_flwr.arrays.vector_to_record` rebuilds keys, shapes and dtypes from
-    ``arrays``; the buffers are then put back as the very ``Array`` objects of ``record``, so
-    they reach the strategy byte for byte as the honest client sent them (0-d buffers such as
-    ``num_batches_tracked`` included).
-    """
-    out = vector_to_record(vector, arrays, keys)
-    wanted = set(keys)
-    for key, value in record.items():
-        if key not in wanted:
-            out[key] = value
-    return out
-
-
-def _reply_with_update(reply: Message, got_np: dict[str, np.ndarray], keys: list[str],
-                       base: torch.Tensor, delta: torch.Tensor) -> Message:
-    """The honest ``reply`` with its update arrays set to ``base + delta`` (buffers kept)."""
+def reply_with_arrays(reply: Message, arrays: ArrayRecord, arrayrecord_key: str = _ARRAYS) -> Message:
+    """The ``reply`` with its model record replaced by ``arrays`` (other records shared)."""
     content = RecordDict(dict(reply.content.items()))
-    content[_ARRAYS] = rebuild_arrays(base + delta, reply.content[_ARRAYS], got_np, keys)
+    content[arrayrecord_key] = arrays
     return replace_content(reply, content)
 
 
@@ -277,9 +239,9 @@ class ByzantineClient:
         if params is not None and param_kwargs:
             raise ValueError("give either params or keyword parameters, not both")
         self.params = params if params is not None else AttackParams.build(**param_kwargs)
-        self._schedule = self.params.schedule(self.seed) if attack == "time_varying" else None
-        if attack == "lie_local" and isinstance(self.params.z, str):
-            raise ValueError("z must be numeric for lie_local ('max' depends on the run's n and m)")
+        self._schedule = self.params.schedule(self.seed) if info.kind == "meta" else None
+        if info.check is not None:
+            info.check(self.params)
 
     def __repr__(self) -> str:
         return f"ByzantineClient(attack={self.attack!r}, seed={self.seed})"
@@ -306,61 +268,50 @@ class ByzantineClient:
     def __call__(self, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         if not is_train_message(msg) or not msg.has_content():
             return call_next(msg, context)
-        attack = self.attack_for(msg)
-        if attack == "none" or not is_client_side(attack):
-            return call_next(msg, context)  # colluding attacks: the adversary rewrites
-        if attack == "label_flip":
-            return call_next(_with_config(msg, **{"label-transform": "flip"}), context)
-        if attack == "lie_local":
-            return self._lie_local(msg, context, call_next)
-        reply = call_next(msg, context)
-        view = _update_view(msg, reply)
-        if view is None:
-            return reply  # error or malformed honest reply: nothing to attack
-        got_np, keys, base, delta = view
-        g = to_attack_domain(delta, self.params.domain)
-        pid = int(context.node_config.get("partition-id", 0))
-        gen = make_generator(self.seed, pid, max(0, _server_round(msg)))
-        if attack == "random":
-            bad = random_update(g.shape[0], self.params.sigma, gen, dtype=g.dtype)
-        elif attack == "noise":
-            bad = noise_attack(g, self.params.sigma, gen)
-        elif attack == "sign_flip":
-            bad = sign_flip(g)
-        else:  # reverse_scaling
-            bad = reverse_scaling(g, self.params.scale)
-        return _reply_with_update(reply, got_np, keys, base, from_attack_domain(bad, self.params.domain))
+        attack = get_attack(self.attack_for(msg))
+        if not attack.client_side:
+            return call_next(msg, context)  # none; colluding attacks: the adversary rewrites
+        if attack.instruction:
+            msg = _with_config(msg, **dict(attack.instruction))
+        if attack.fn is None:
+            return call_next(msg, context)  # the honest handler runs it (label flip)
+        sent = msg.content.get(_ARRAYS)
+        # float64 on one client is cheap and keeps w_global + Δ' free of float32 cancellation.
+        glob = global_view(sent, dtype=torch.float64) if isinstance(sent, ArrayRecord) else None
+        passes = 1 if attack.passes is None else require_int("passes", attack.passes(self.params), 1)
+        first: tuple[Message, UpdateView] | None = None
+        rows: list[torch.Tensor] = []
+        for j in range(passes):
+            reply = call_next(msg if passes == 1 else self._pass(msg, j, passes), context)
+            view = None if glob is None else parse(reply, glob)
+            if view is None:
+                return reply  # error or malformed honest reply: nothing to attack
+            first = first or (reply, view)
+            rows.append(to_attack_domain(view.delta, self.params.domain))
+        reply, view = first
+        bad = attack.fn(rows[0] if passes == 1 else torch.stack(rows), self.params, self._generator(attack, msg, context))
+        # The passes answered copies carrying msg's metadata, so `reply` is a valid reply to msg.
+        return reply_with_arrays(reply, view.rebuild(view.base + from_attack_domain(bad, self.params.domain)))
 
-    def _lie_local(self, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        """Non-colluding LIE: μ − z·σ over ``k = lie_batches`` of the client's own updates.
+    @staticmethod
+    def _pass(msg: Message, j: int, passes: int) -> Message:
+        """Pass ``j`` of an attack that needs ``passes`` honest updates of the client's own data.
 
         The honest client draws its FedSGD batch from the round number, so pass ``j`` of round
         ``r`` is asked for virtual round ``(r − 1)·k + j + 1``: the k passes use k different
         batches of the client's own data, walking its shuffled data k batches per round (as
         the reference's DataLoader iterator would), all from the same global model.  The
-        reply is the first pass's (metrics, diag, buffers) with the LIE update.  ``z`` must be
-        numeric: ``"max"`` depends on the run's n and m, which a client does not know.
+        reply sent is the first pass's (metrics, diag, buffers) with the attack's update.
         """
-        k = self.params.lie_batches
         r = max(1, _server_round(msg))
-        first: Message | None = None
-        view = None
-        rows: list[torch.Tensor] = []
-        for j in range(k):
-            reply = call_next(_with_config(msg, **{"server-round": (r - 1) * k + j + 1}), context)
-            got = _update_view(msg, reply)
-            if got is None:
-                return reply  # a failing honest pass: send what the honest client sent
-            if first is None:
-                first, view = reply, got
-            rows.append(to_attack_domain(got[3], self.params.domain))
-        assert first is not None and view is not None
-        z = self.params.z
-        mu, sigma = mean_std(torch.stack(rows))
-        bad = from_attack_domain(mu - z * sigma, self.params.domain)
-        got_np, keys, base, _ = view
-        # The passes answered copies carrying msg's metadata, so `first` is a valid reply to msg.
-        return _reply_with_update(first, got_np, keys, base, bad)
+        return _with_config(msg, **{"server-round": (r - 1) * passes + j + 1})
+
+    def _generator(self, attack: AttackInfo, msg: Message, context: Context) -> torch.Generator | None:
+        """``make_generator(seed, partition-id, round)`` for a seeded attack, as the adversary draws it."""
+        if not attack.seeded:
+            return None
+        pid = int(context.node_config.get("partition-id", 0))
+        return make_generator(self.seed, pid, max(0, _server_round(msg)))
 
 
 def _settings(context: Context, msg: Message) -> tuple[str, int, AttackParams]:

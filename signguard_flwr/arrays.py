@@ -28,7 +28,6 @@ __all__ = [
     "update_keys",
     "buffer_keys",
     "record_to_vector",
-    "vector_to_record",
     "record_numpy",
     "array_numpy",
 ]
@@ -134,33 +133,3 @@ def record_to_vector(
     flat = np.concatenate([np.asarray(arrays[k]).reshape(-1) for k in keys]).astype(np_dtype, copy=False)
     out = torch.from_numpy(flat)
     return out if device is None else out.to(device)
-
-
-def vector_to_record(
-    vector: torch.Tensor,
-    template: dict[str, np.ndarray],
-    keys: Sequence[str],
-    *,
-    extra: dict[str, np.ndarray] | None = None,
-) -> ArrayRecord:
-    """Cut ``vector`` back into the shapes/dtypes of ``template[keys]``.
-
-    Arrays of ``template`` not in ``keys`` are taken from ``extra`` when given there, else
-    copied from ``template``; the record keeps ``template``'s key order.
-    """
-    flat = vector.detach().to("cpu").numpy()
-    pieces: dict[str, np.ndarray] = {}
-    offset = 0
-    for key in keys:
-        ref = template[key]
-        size = int(ref.size)
-        pieces[key] = flat[offset : offset + size].reshape(ref.shape).astype(ref.dtype, copy=False)
-        offset += size
-    if offset != flat.size:
-        raise ValueError(f"vector has {flat.size} entries, the keys need {offset}")
-    extra = extra or {}
-    record = ArrayRecord()
-    for key, ref in template.items():
-        value = pieces[key] if key in pieces else extra.get(key, ref)
-        record[key] = Array(np.require(value, requirements="C"))  # keeps 0-d arrays 0-d
-    return record

@@ -14,6 +14,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 
 from .arrays import array_numpy
+from .updates import UpdateView, parse
 
 __all__ = ["ParsedReply", "parse_train_reply", "find_metric_record"]
 
@@ -23,8 +24,14 @@ class ParsedReply:
     """A train reply that passed the structural checks."""
 
     node_id: int
-    arrays: dict[str, np.ndarray]
+    update: UpdateView
+    """The reply's update against the global view (values decoded, delta not computed yet)."""
     metrics: MetricRecord | None
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the reply, decoded, in the global model's key order."""
+        return self.update.record  # type: ignore[return-value]
 
 
 def _find_array_record(msg: Message, key: str) -> tuple[ArrayRecord | None, str | None]:
@@ -47,15 +54,18 @@ def find_metric_record(msg: Message) -> MetricRecord | None:
 
 def parse_train_reply(
     msg: Message,
-    template: dict[str, np.ndarray],
+    glob: UpdateView,
     arrayrecord_key: str = "arrays",
 ) -> tuple[ParsedReply | None, str | None]:
-    """Check a train reply against the arrays sent this round.
+    """Check a train reply against the arrays sent this round (``glob``, the global view).
 
     Returns ``(parsed, None)`` or ``(None, reason)``.  Checks: not an error reply; exactly one
     usable ArrayRecord; the same keys as the model sent (none missing, none extra); for each
-    array the same shape and dtype.
+    array the same shape and dtype.  Stricter than :func:`signguard_flwr.updates.parse` (which
+    the attack side uses on honest replies): a server must reject what it cannot trust, and say
+    why.
     """
+    template = glob.record
     node_id = int(msg.metadata.src_node_id)
     if msg.has_error():
         return None, f"error reply ({msg.error.code}): {msg.error.reason}"
@@ -83,4 +93,6 @@ def parse_train_reply(
             arrays[key] = value
     except Exception as err:  # a payload that cannot even be decoded is just another bad reply
         return None, f"undecodable ArrayRecord: {type(err).__name__}: {err}"
-    return ParsedReply(node_id=node_id, arrays=arrays, metrics=find_metric_record(msg)), None
+    update = parse(arrays, glob, read=False)
+    assert update is not None  # the checks above are stricter than parse's
+    return ParsedReply(node_id=node_id, update=update, metrics=find_metric_record(msg)), None

@@ -11,11 +11,12 @@ real :class:`flwr.serverapp.Grid`; the strategy is handed the wrapper and stays 
 
 Per train round, :meth:`OmniscientAdversary.send_and_receive` forwards the messages, then
 
-1. computes each valid reply's update ``Δ_i = reply arrays − arrays sent to that node`` on the
-   update keys (:func:`signguard_flwr.arrays.update_keys`), as float32;
+1. reads each valid reply's update ``Δ_i = reply arrays − arrays sent to that node`` on the
+   update keys (:mod:`signguard_flwr.updates`, as the strategy does), as float32;
 2. marks as Byzantine the replies whose ``"diag"`` ConfigRecord ``partition-id`` is in the
    Byzantine set (ground truth; the strategy never sees it);
-3. runs the attack (:func:`clients.attacks.apply_attack`) on the honest updates in the attack
+3. runs the attack (:func:`clients.attacks.apply_attack`, looked up in the registry
+   :data:`clients.attacks.ATTACKS`) on the honest updates in the attack
    domain (``g = −Δ`` by default) and replaces the Byzantine replies' update arrays with
    ``w_sent − g_attack``; metrics, ``diag`` and buffers stay as the client sent them.
 
@@ -37,9 +38,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
@@ -50,8 +50,6 @@ from clients.attacks import (
     apply_attack,
     from_attack_domain,
     get_attack,
-    is_client_side,
-    is_colluding,
     require_int,
     to_attack_domain,
 )
@@ -60,14 +58,23 @@ from clients.byzantine import (
     byzantine_partitions,
     is_train_message,
     num_byzantine_from_config,
-    rebuild_arrays,
     replace_content,
+    reply_with_arrays,
 )
-from signguard_flwr.arrays import record_numpy, record_to_vector, update_keys
+from signguard_flwr.updates import UpdateView, global_view, parse, stack
 
 __all__ = ["OmniscientAdversary"]
 
 log = logging.getLogger("flwr")
+
+
+class _Reply(NamedTuple):
+    """A reply the adversary could read: where it is, who sent it, and its update's view."""
+
+    pos: int
+    node_id: int
+    partition: int | None
+    view: UpdateView
 
 
 class OmniscientAdversary(Grid):
@@ -262,72 +269,43 @@ class OmniscientAdversary(Grid):
 
     def _rewrite(self, server_round: int, attack: str, sent: list[Message],
                  replies: list[Message]) -> list[Message]:
-        matched = self._match(sent, replies)
-        # Every usable reply: (position, node id, partition id, reply ArrayRecord, keys, base).
-        parsed: list[tuple[int, int, int | None, ArrayRecord, list[str], torch.Tensor]] = []
-        bases: dict[int, tuple[dict[str, np.ndarray], list[str], torch.Tensor]] = {}
-        for pos, (reply, msg) in enumerate(zip(replies, matched)):
-            if msg is None or reply.has_error() or not reply.has_content():
-                continue
-            sent_rec = msg.content.get(self.arrayrecord_key)
-            got_rec = reply.content.get(self.arrayrecord_key)
-            if not isinstance(sent_rec, ArrayRecord) or not isinstance(got_rec, ArrayRecord):
-                continue
-            # All messages of a round usually share one ArrayRecord: flatten it once.
-            if id(sent_rec) not in bases:
-                sent_np = record_numpy(sent_rec)
-                keys = update_keys(sent_np)
-                bases[id(sent_rec)] = (sent_np, keys, record_to_vector(sent_np, keys, dtype=self.dtype))
-            sent_np, keys, base = bases[id(sent_rec)]
-            # Shapes from the arrays' metadata: only a colluding attack needs the values, so a
-            # round without one deserialises no reply here (the strategy parses them anyway).
-            if any(k not in got_rec or tuple(got_rec[k].shape) != sent_np[k].shape for k in keys):
-                continue
-            parsed.append((pos, reply.metadata.src_node_id, self._partition_of(reply), got_rec, keys, base))
-
-        byz = [j for j, p in enumerate(parsed) if p[2] is not None and p[2] in self.byzantine_partitions]
+        parsed = self._parse(sent, replies)
+        byz = [j for j, p in enumerate(parsed) if p.partition is not None and p.partition in self.byzantine_partitions]
         entry: dict[str, Any] = {
             "round": server_round,
             "attack": attack,
             "applied_by": "none",
-            "byzantine_node_ids": sorted(parsed[j][1] for j in byz),
-            "byzantine_partition_ids": sorted(int(parsed[j][2]) for j in byz),  # type: ignore[arg-type]
+            "byzantine_node_ids": sorted(parsed[j].node_id for j in byz),
+            "byzantine_partition_ids": sorted(int(parsed[j].partition) for j in byz),  # type: ignore[arg-type]
             "rewritten_node_ids": [],
-            "node_partitions": {p[1]: p[2] for p in parsed},
+            "node_partitions": {p.node_id: p.partition for p in parsed},
             "num_replies": len(replies),
             "num_valid": len(parsed),
             "num_unparsed": sum(1 for r in replies if not r.has_error()) - len(parsed),
         }
         self.history.append(entry)
-        if attack == "none":
+        info = get_attack(attack)
+        if info.kind == "none":
             return replies
-        if is_client_side(attack) and (self.schedule is None or get_attack(attack).needs_data):
+        if info.client_side and (self.schedule is None or info.needs_data):
             entry["applied_by"] = "clients"
             return replies
         if not byz:
             return replies
         entry["applied_by"] = "adversary"
-        if is_colluding(attack):
+        if info.colluding:
             entry["knowledge"] = self.params.knowledge
-            rows_in = range(len(parsed))  # the whole round's matrix
+            rows_in: Sequence[int] = range(len(parsed))  # the whole round's matrix
             byz_rows = byz
         else:  # client-side attack drawn by the time-varying schedule: only the Byzantine rows
             rows_in = byz
             byz_rows = list(range(len(byz)))
-        honest = torch.empty((len(rows_in), parsed[0][5].shape[0]), dtype=self.dtype, device=self.device)
-        base_on_device: dict[int, torch.Tensor] = {}  # the round's global model, moved once
-        arrays: dict[int, dict[str, np.ndarray]] = {}  # reply arrays as numpy, parsed once
-        for i, j in enumerate(rows_in):
-            _, _, _, got_rec, keys, base = parsed[j]
-            if id(base) not in base_on_device:
-                base_on_device[id(base)] = base.to(self.device)
-            arrays[j] = got_np = record_numpy(got_rec)
-            got = record_to_vector(got_np, keys, dtype=self.dtype, device=self.device)
-            honest[i] = to_attack_domain(got - base_on_device[id(base)], self.params.domain)
+        honest = stack([parsed[j].view for j in rows_in], device=self.device)
+        honest = to_attack_domain(honest, self.params.domain, inplace=True)
         try:
             result = apply_attack(
                 attack, honest, byz_rows, self.params, seed=self.seed, server_round=max(0, server_round),
-                stream_ids=[int(parsed[j][2]) for j in byz],  # type: ignore[arg-type]
+                stream_ids=[int(parsed[j].partition) for j in byz],  # type: ignore[arg-type]
             )
         except ValueError as err:  # e.g. knowledge="colluders" with one Byzantine reply
             log.warning("adversary: %s not applied in round %s: %s", attack, server_round, err)
@@ -337,14 +315,30 @@ class OmniscientAdversary(Grid):
         entry.update({k: v for k, v in result.info.items() if k in ("gamma", "z", "knowledge")})
         out = list(replies)
         for row, j in zip(result.rows, byz):
-            pos, node_id, _, got_rec, keys, base = parsed[j]
-            got_np = arrays[j] if j in arrays else record_numpy(got_rec)
-            reply = replies[pos]
-            content = RecordDict(dict(reply.content.items()))
-            new_local = base + from_attack_domain(row, self.params.domain).to(base.device)
-            content[self.arrayrecord_key] = rebuild_arrays(
-                new_local, reply.content[self.arrayrecord_key], got_np, keys)
-            out[pos] = replace_content(reply, content)
+            pos, node_id, _, view = parsed[j]
+            new_local = view.base + from_attack_domain(row, self.params.domain).to(view.base.device)
+            out[pos] = reply_with_arrays(replies[pos], view.rebuild(new_local), self.arrayrecord_key)
             entry["rewritten_node_ids"].append(node_id)
         entry["rewritten_node_ids"].sort()
         return out
+
+    def _parse(self, sent: list[Message], replies: list[Message]) -> list[_Reply]:
+        """Every reply whose update can be read against the arrays sent to its node.
+
+        Shapes come from the arrays' metadata: only an attack the adversary computes needs the
+        values, so a round without one decodes no reply here (the strategy parses them anyway).
+        """
+        parsed: list[_Reply] = []
+        globs: dict[int, UpdateView] = {}  # a round's messages usually share one ArrayRecord: flatten it once
+        for pos, (reply, msg) in enumerate(zip(replies, self._match(sent, replies))):
+            if msg is None or reply.has_error() or not reply.has_content():
+                continue
+            sent_rec = msg.content.get(self.arrayrecord_key)
+            if not isinstance(sent_rec, ArrayRecord):
+                continue
+            if id(sent_rec) not in globs:
+                globs[id(sent_rec)] = global_view(sent_rec, dtype=self.dtype)
+            view = parse(reply, globs[id(sent_rec)], arrayrecord_key=self.arrayrecord_key, read=False)
+            if view is not None:
+                parsed.append(_Reply(pos, reply.metadata.src_node_id, self._partition_of(reply), view))
+        return parsed

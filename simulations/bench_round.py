@@ -23,9 +23,7 @@ import logging
 import os
 import statistics
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from .config import ExperimentConfig
@@ -118,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(pure[1:])
     print(f"\nOne round, {args.task} CNN, {args.clients} clients, FedSGD batch {cfg.batch_size}, defense {args.defense}, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
-    print(f"| engine | median round (s) | min (s) | × pure |\n|---|---|---|---|")
+    print("| engine | median round (s) | min (s) | × pure |\n|---|---|---|---|")
     for name, times in rows:
         steady = times[1:] if len(times) > 1 else times
         med = statistics.median(steady)

@@ -14,7 +14,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from clients.attacks import byzmean, knowledge_rows, lie, lie_z_max, min_max
+from clients.attacks import ATTACKS, AttackResult, byzmean, knowledge_rows, lie, lie_z_max, min_max, register_attack
 from clients.byzantine import ADVERSARY_DIRECTIVE_KEY
 from simulations.adversary import OmniscientAdversary
 
@@ -327,6 +327,31 @@ def test_time_varying_applies_client_side_draws_centrally():
     for p in range(6):
         assert np.allclose(got[p], (-1.0 if p in BYZ else 1.0) * delta_of(p, 1), atol=1e-6)
     assert adv.history[0]["applied_by"] == "adversary"
+
+
+@pytest.fixture
+def toy_attacks():
+    """A colluding and a client-side attack registered for one test, and removed after it."""
+    register_attack("toy_mean", kind="colluding", summary="the mean of the known updates")(
+        lambda honest, byzantine, params: AttackResult(honest.mean(dim=0).expand(len(byzantine), -1).clone(), {"z": 0.0}))
+    register_attack("toy_double_flip", kind="client", summary="−2·g")(lambda g, params, generator: -2 * g)
+    yield
+    del ATTACKS["toy_mean"], ATTACKS["toy_double_flip"]
+
+
+def test_registered_attacks_run_with_no_other_edit(toy_attacks):
+    adv = OmniscientAdversary(FakeGrid(), attack="toy_mean", byzantine_partitions=BYZ)
+    got = updates(run_round(adv))
+    mean = np.mean([delta_of(p, 1) for p in range(6)], axis=0)
+    for p in range(6):
+        assert np.allclose(got[p], mean if p in BYZ else delta_of(p, 1), atol=1e-6)
+    assert adv.history[0]["applied_by"] == "adversary" and adv.history[0]["z"] == 0.0
+    # A client-side attack drawn by a time-varying schedule runs centrally, row by row.
+    adv = OmniscientAdversary(FakeGrid(), attack="time_varying", byzantine_partitions=BYZ,
+                              tv_attacks=("toy_double_flip",))
+    got = updates(run_round(adv))
+    for p in range(6):
+        assert np.allclose(got[p], (-2.0 if p in BYZ else 1.0) * delta_of(p, 1), atol=1e-6)
 
 
 def test_time_varying_schedule_per_round_matches_history():

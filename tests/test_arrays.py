@@ -1,10 +1,11 @@
-"""array_numpy: Flower's Array.numpy() without re-parsing known .npy headers, same results."""
+"""signguard_flwr.arrays (array_numpy: Flower's Array.numpy() without re-parsing known .npy
+headers, same results)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array
+from flwr.app import Array, ArrayRecord
 
 from signguard_flwr.arrays import array_numpy, record_numpy
 
@@ -46,7 +47,6 @@ def test_damaged_payloads_fail_as_flower_fails() -> None:
 
 
 def test_record_numpy_keeps_key_order() -> None:
-    from flwr.app import ArrayRecord
 
     record = ArrayRecord({"b": Array(np.ones(2)), "a": Array(np.zeros(3))})
     out = record_numpy(record)

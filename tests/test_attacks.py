@@ -1,4 +1,4 @@
-"""Attack math (clients/attacks.py): formulas on matrices small enough to check by hand."""
+"""Attack math (clients/attacks/): formulas on matrices small enough to check by hand."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 import clients.attacks as A
+from clients.attacks import common
 from clients.attacks import (
     ATTACKS,
     DEFAULT_TIME_VARYING_ATTACKS,
@@ -75,7 +76,7 @@ def test_lie_by_hand():
 
 def test_mean_std_chunked_equals_direct(monkeypatch):
     h = honest_matrix(5, 103, seed=3)
-    monkeypatch.setattr(A, "_CHUNK_ELEMENTS", 5 * 7)  # 7 columns per chunk: 15 chunks
+    monkeypatch.setattr(common, "_CHUNK_ELEMENTS", 5 * 7)  # 7 columns per chunk: 15 chunks
     mu, sigma = mean_std(h)
     s, m = torch.std_mean(h, dim=0)
     assert torch.allclose(mu, m) and torch.allclose(sigma, s)
@@ -215,7 +216,7 @@ def test_min_max_knowledge_uses_only_those_rows():
 def test_geometry_chunked_equals_unchunked(monkeypatch):
     h = honest_matrix(6, 50, seed=4)
     expected = [min_max(h, [0], perturbation=k)[1] for k in ("std", "unit", "sign")]
-    monkeypatch.setattr(A, "_CHUNK_ELEMENTS", 6 * 8)
+    monkeypatch.setattr(common, "_CHUNK_ELEMENTS", 6 * 8)
     chunked = [min_max(h, [0], perturbation=k)[1] for k in ("std", "unit", "sign")]
     assert chunked == pytest.approx(expected, abs=1e-12)
 
@@ -344,9 +345,28 @@ def test_registry_kinds():
     client = {n for n in ATTACKS if is_client_side(n)}
     colluding = {n for n in ATTACKS if is_colluding(n)}
     assert client == {"random", "noise", "sign_flip", "label_flip", "reverse_scaling", "lie_local"}
-    assert colluding == {"lie", "byzmean", "min_max", "min_sum"}
+    assert colluding == {"lie", "byzmean", "min_max", "min_sum", "ipm", "fang_krum", "fang_trmean",
+                         "agr_tailored", "signguard_tailored", "sign_mimic", "strongest"}
     with pytest.raises(ValueError, match="attack must be one of"):
         is_client_side("fall_of_empires")
+
+
+def test_register_attack_rejects_a_taken_name_and_an_unknown_kind():
+    with pytest.raises(ValueError, match="already registered"):
+        A.register_attack("lie", kind="colluding", summary="again")(lambda honest, byzantine, params: None)
+    with pytest.raises(ValueError, match="kind"):
+        A.register_attack("toy", kind="sideways", summary="?")
+    assert "toy" not in ATTACKS
+
+
+def test_a_registered_attack_is_applied_and_validated_by_name():
+    A.register_attack("toy_zero", kind="client", summary="0")(lambda g, params, generator: torch.zeros_like(g))
+    try:
+        h = honest_matrix(4, 3).float()
+        assert torch.equal(apply_attack("toy_zero", h, [1, 3]).rows, torch.zeros(2, 3))
+        assert AttackParams(tv_attacks=("toy_zero", "lie")).tv_attacks == ("toy_zero", "lie")
+    finally:
+        del ATTACKS["toy_zero"]
 
 
 def test_attack_params_from_config_priority_and_parsing():

@@ -10,7 +10,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Metadata, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.attacks import make_generator, mean_std
+from clients.attacks import ATTACKS, make_generator, mean_std, register_attack
 from clients.byzantine import (
     ADVERSARY_DIRECTIVE_KEY,
     ByzantineClient,
@@ -159,6 +159,23 @@ def test_lie_local_uses_k_own_updates():
 def test_lie_local_needs_numeric_z():
     with pytest.raises(ValueError, match="z"):
         ByzantineClient("lie_local", z="max")
+
+
+@pytest.fixture
+def toy_attack():
+    """A client-side attack (−2·g) registered for one test, and removed from the registry after."""
+    register_attack("toy_double_flip", kind="client", summary="−2·g")(lambda g, params, generator: -2 * g)
+    yield "toy_double_flip"
+    del ATTACKS["toy_double_flip"]
+
+
+def test_a_registered_attack_runs_with_no_other_edit(toy_attack):
+    msg = message()
+    reply = ByzantineClient(toy_attack)(msg, context(), FakeHonest())
+    assert np.allclose(reply_update(reply), -2 * known_delta(3, 2), atol=1e-6)
+    assert_rest_preserved(reply, msg)
+    reply = byzantine_mod(msg, context(2, node={"byzantine": True, "attack": toy_attack}), FakeHonest())
+    assert np.allclose(reply_update(reply), -2 * known_delta(3, 2), atol=1e-6)
 
 
 @pytest.mark.parametrize("attack", ["none", "lie", "byzmean", "min_max", "min_sum"])

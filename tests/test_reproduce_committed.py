@@ -47,6 +47,21 @@ def _same(got: object, want: object) -> bool:
     return got == want and type(got) is type(want)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run as the sweeps ran: one torch thread per run (``--jobs`` = cores).
+
+    Multi-threaded LAPACK/BLAS reductions (DnC's SVD, the Gram products) are not bit-reproducible
+    across thread schedules; with one thread every figure is.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _check_reproduces(prefix: str) -> None:
     committed = _committed(prefix)
     cfg = ExperimentConfig.from_dict(committed["config"])

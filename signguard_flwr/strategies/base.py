@@ -23,11 +23,12 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from ..arrays import BufferPredicate, make_buffer_predicate, record_numpy, record_to_vector, update_keys, vector_to_record
+from ..arrays import BufferPredicate, make_buffer_predicate
 from ..optim import ServerOptimizer
 from ..replies import ParsedReply, find_metric_record, parse_train_reply
 from ..rules import InsufficientClientsError, get_rule
 from ..rules.base import AggregationResult, check_choice, check_int
+from ..updates import UpdateView, global_view, stack
 
 __all__ = ["RobustStrategy", "RoundDiagnostics", "BUFFER_POLICIES"]
 
@@ -124,20 +125,6 @@ def _bad_metrics(record: MetricRecord | None, weight_key: str) -> str | None:
         if not math.isfinite(float(value)):
             return f"metric {key!r} is {value!r}"
     return None
-
-
-def _fits_dtypes(vector: torch.Tensor, template: dict[str, np.ndarray], keys: list[str]) -> bool:
-    """Whether every slice of ``vector`` stays finite when cast to its array's dtype."""
-    offset = 0
-    for key in keys:
-        size = int(template[key].size)
-        dtype = template[key].dtype
-        if np.issubdtype(dtype, np.floating) and float(np.finfo(dtype).max) < torch.finfo(vector.dtype).max:
-            narrow = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
-            if not bool(torch.isfinite(vector[offset : offset + size].to(narrow)).all()):
-                return False
-        offset += size
-    return True
 
 
 def _to_cpu(value: Any) -> Any:
@@ -245,7 +232,7 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         self.rule_state = self.make_rule_state()
         self.on_round = on_round
         self.history: list[RoundDiagnostics] = []
-        self._sent: dict[str, np.ndarray] | None = None
+        self._global: UpdateView | None = None  # the global model sent this round, flattened once
         self._sent_round: int | None = None
 
     # ------------------------------------------------------------------ hooks for subclasses
@@ -278,8 +265,8 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Remember exactly the arrays sent this round, then sample as FedAvg does."""
-        self._sent = record_numpy(arrays)
+        """Remember exactly the arrays sent this round (flattened once), then sample as FedAvg does."""
+        self._global = global_view(arrays, is_buffer=self.is_buffer, dtype=self.dtype, device=self.device)
         self._sent_round = server_round
         return super().configure_train(server_round, arrays, config, grid)
 
@@ -291,10 +278,9 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         replies = list(replies)
         diag = RoundDiagnostics(server_round=server_round)
         diag.received = [int(m.metadata.src_node_id) for m in replies]
-        if self._sent is None:
+        glob = self._global
+        if glob is None:
             raise RuntimeError("aggregate_train called before configure_train: no global model to diff against")
-        template = self._sent
-        keys = update_keys(template, self.is_buffer)
 
         parsed: list[ParsedReply] = []
         failures = 0
@@ -303,7 +289,7 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         unique = _one_per_node(replies, lambda nid, why: log(
             WARNING, "aggregate_train round %s: reply from node %s ignored (%s)", server_round, nid, why))
         for msg in sorted(unique, key=lambda m: int(m.metadata.src_node_id)):
-            reply, why = parse_train_reply(msg, template, self.arrayrecord_key)
+            reply, why = parse_train_reply(msg, glob, self.arrayrecord_key)
             if reply is None:
                 failures += int(msg.has_error())
                 self._reject(diag, int(msg.metadata.src_node_id), why or "invalid reply")
@@ -312,19 +298,19 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
 
         arrays_out: ArrayRecord | None = None
         result: AggregationResult | None = None
-        if not keys:
+        if not glob.keys:
             diag.outcome = "the model has no trainable float arrays"
         elif not parsed:
             diag.outcome = "no valid replies: global model kept"
         else:
-            updates, parsed = self._update_matrix(parsed, template, keys, diag)
+            updates, parsed = self._update_matrix(parsed, diag)
             diag.valid = [p.node_id for p in parsed]
             if not parsed:
                 diag.outcome = "no finite updates: global model kept"
             else:
                 result = self._run_rule(updates, diag)
                 if result is not None:
-                    arrays_out = self._apply(result, parsed, template, keys)
+                    arrays_out = self._apply(result, parsed, glob)
                     if arrays_out is None:
                         diag.outcome = "the new global model would not be finite; global model kept"
                         result = None
@@ -385,29 +371,10 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         log(WARNING, "aggregate_train round %s: reply from node %s rejected (%s); not aggregated", diag.server_round, node_id, why)
 
     def _update_matrix(
-        self,
-        parsed: list[ParsedReply],
-        template: dict[str, np.ndarray],
-        keys: list[str],
-        diag: RoundDiagnostics,
+        self, parsed: list[ParsedReply], diag: RoundDiagnostics
     ) -> tuple[torch.Tensor, list[ParsedReply]]:
         """Stack ``w_i − w_global`` into one (n, d) tensor; drop rows with NaN/Inf."""
-        # The rows are assembled in one host buffer that torch then owns without a copy
-        # (torch.from_numpy shares memory).  numpy's single-threaded memcpy per array is much
-        # cheaper than hundreds of small torch copy_ calls, which pay OpenMP dispatch each.
-        np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
-        sizes = [int(template[k].size) for k in keys]
-        host = np.empty((len(parsed), sum(sizes)), dtype=np_dtype)
-        for row, reply in enumerate(parsed):
-            offset = 0
-            for key, size in zip(keys, sizes):
-                host[row, offset : offset + size] = reply.arrays[key].reshape(-1)
-                offset += size
-        updates = torch.from_numpy(host)
-        if updates.device != self.device:
-            updates = updates.to(self.device)
-        self._global_vec = record_to_vector(template, keys, dtype=self.dtype, device=self.device)
-        updates.sub_(self._global_vec)
+        updates = stack([p.update for p in parsed])  # on the global view's device and dtype
         finite = torch.isfinite(updates).all(dim=1)
         if not bool(finite.all()):
             bad = (~finite).nonzero().flatten().tolist()
@@ -460,30 +427,22 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
                     diag.rejected[nid] = f"filtered by {self.rule_name}"
         return result
 
-    def _apply(
-        self,
-        result: AggregationResult,
-        parsed: list[ParsedReply],
-        template: dict[str, np.ndarray],
-        keys: list[str],
-    ) -> ArrayRecord | None:
-        new_weights = self.optimizer.step(self._global_vec, result.vector.to(self.dtype), server_round=self._sent_round)
+    def _apply(self, result: AggregationResult, parsed: list[ParsedReply], glob: UpdateView) -> ArrayRecord | None:
+        new_weights = self.optimizer.step(glob.base, result.vector.to(self.dtype), server_round=self._sent_round)
         # Finite in the model's own dtypes, not only in the strategy's: 7e4 is a float32 but
         # overflows a float16 model.  A rejected step is undone (momentum buffer included).
-        if not bool(torch.isfinite(new_weights).all()) or not _fits_dtypes(new_weights, template, keys):
+        if not bool(torch.isfinite(new_weights).all()) or not glob.fits(new_weights):
             self.optimizer.rollback()
             return None
-        buffers = self._aggregate_buffers(parsed, template, keys, result.selected)
-        return vector_to_record(new_weights, template, keys, extra=buffers)
+        return glob.rebuild(new_weights, replace=self._aggregate_buffers(parsed, glob, result.selected))
 
     def _aggregate_buffers(
-        self,
-        parsed: list[ParsedReply],
-        template: dict[str, np.ndarray],
-        keys: list[str],
-        selected: torch.Tensor | None,
+        self, parsed: list[ParsedReply], glob: UpdateView, selected: torch.Tensor | None
     ) -> dict[str, np.ndarray]:
-        buffer_names = [k for k in template if k not in keys]
+        """The next global buffers, by :attr:`buffers` policy; a buffer left out stays the global one."""
+        template = glob.record
+        update_keys = set(glob.keys)
+        buffer_names = [k for k in template if k not in update_keys]
         if not buffer_names or self.buffers == "keep":
             return {}
         rows = parsed
@@ -495,13 +454,13 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
             use_mean = False
         out: dict[str, np.ndarray] = {}
         for name in buffer_names:
-            stack = np.stack([p.arrays[name] for p in rows])
-            if np.issubdtype(stack.dtype, np.floating):
-                finite = np.isfinite(stack).reshape(len(rows), -1).all(axis=1)
+            values = np.stack([p.arrays[name] for p in rows])
+            if np.issubdtype(values.dtype, np.floating):
+                finite = np.isfinite(values).reshape(len(rows), -1).all(axis=1)
                 if not finite.any():
                     continue  # keep the global buffer: nothing trustworthy arrived
-                stack = stack[finite]
-            value = stack.mean(axis=0) if use_mean else np.median(stack, axis=0)
+                values = values[finite]
+            value = values.mean(axis=0) if use_mean else np.median(values, axis=0)
             out[name] = np.asarray(value).astype(template[name].dtype)
         return out
 
