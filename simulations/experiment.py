@@ -10,6 +10,7 @@ counts.  ``run_experiment`` runs it under the Ray simulation engine or in-proces
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -227,6 +228,16 @@ def make_evaluator(cfg: ExperimentConfig, task: Any, device: torch.device) -> Ca
     return evaluate
 
 
+def rule_under_test(cfg: ExperimentConfig) -> tuple[str, dict[str, Any]]:
+    """The rule of ``cfg``'s defense and the parameters its strategy passes it (declared f included)."""
+    cls = STRATEGIES[cfg.defense]
+    rule = get_rule(cls.rule_name)
+    params = {k: v for k, v in cfg.defense_params.items() if k in rule.param_names}
+    if "f" in rule.param_names:
+        params.setdefault("f", cfg.f)
+    return cls.rule_name, params
+
+
 def build_strategy(cfg: ExperimentConfig, on_round: Callable[[RoundDiagnostics], None] | None = None):
     """The defense of ``cfg`` as a Flower strategy (the declared f goes to rules taking one)."""
     try:
@@ -329,6 +340,10 @@ def run_on_grid(
 
     client_config = cfg.client_config()
     adversary = OmniscientAdversary.from_config(grid, {**client_config, "knowledge": cfg.knowledge}, device=device)
+    if not adversary.params.target:
+        # The omniscient adversary knows the defense: defense-aware attacks simulate this rule.
+        target, target_params = rule_under_test(cfg)
+        adversary.params = dataclasses.replace(adversary.params, target=target, target_params=target_params)
     result = RunResult(
         config=cfg.to_dict(),
         key=cfg.key(),
