@@ -46,5 +46,7 @@ from . import geomed as _geomed  # noqa: E402,F401
 from . import krum as _krum  # noqa: E402,F401
 from . import dnc as _dnc  # noqa: E402,F401
 from . import signguard as _signguard  # noqa: E402,F401
+from . import centered_clipping as _centered_clipping  # noqa: E402,F401
+from . import nnm as _nnm  # noqa: E402,F401  (after the rules it composes)
 
 __all__ = ["RULES", "AggregationResult", "InsufficientClientsError", "Rule", "get_rule", "register", "unregister"]
