@@ -346,7 +346,7 @@ def test_registry_kinds():
     colluding = {n for n in ATTACKS if is_colluding(n)}
     assert client == {"random", "noise", "sign_flip", "label_flip", "reverse_scaling", "lie_local"}
     assert colluding == {"lie", "byzmean", "min_max", "min_sum", "ipm", "fang_krum", "fang_trmean",
-                         "agr_tailored", "signguard_tailored", "sign_mimic", "strongest"}
+                         "agr_tailored", "signguard_tailored", "sign_mimic", "strongest", "mirror"}
     with pytest.raises(ValueError, match="attack must be one of"):
         is_client_side("fall_of_empires")
 

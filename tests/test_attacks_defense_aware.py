@@ -140,3 +140,16 @@ def test_defense_aware_attacks_need_a_target() -> None:
 def test_bad_defense_aware_parameters_are_named(bad) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         AttackParams(**bad)
+
+
+def test_mirror_rows_keep_each_colluders_norm_and_sign_fractions_and_stay_diverse() -> None:
+    honest = noisy_honest()
+    out = apply_attack("mirror", honest, BYZ, AttackParams(target="signguard", tau=1e-2))
+    rows = out.rows
+    assert out.info["kappa"] > 0
+    for row, own in zip(rows, honest[BYZ]):
+        assert float(row.norm()) == pytest.approx(float(own.norm()))
+        assert float((row > 0).double().mean()) == pytest.approx(float((own > 0).double().mean()), abs=1e-3)
+    cos = torch.nn.functional.cosine_similarity(rows[:, None], rows[None], dim=2)
+    assert float(cos[~torch.eye(M, dtype=torch.bool)].max()) < 0.999  # not one vector sent M times
+    assert float(rows.mean(0) @ honest.mean(0)) < float(honest[BYZ].mean(0) @ honest.mean(0))

@@ -21,6 +21,9 @@ Attacks (all colluding: every Byzantine client sends rows computed from the same
 ``strongest``      Generic strength search: runs ``base`` (LIE or IPM) at each strength of a grid and
                    sends the one that moves the aggregate of the rule under test farthest from μ
                    (ByzFL's "optimal" IPM/ALIE idea).
+``mirror``         Each Byzantine client sends its own honest update minus ``κ·μ`` with the largest κ the
+                   rule under test accepts: rows as diverse as honest ones (defeats coherence tests),
+                   mean component reversed.
 ``sign_mimic``     SignGuard-aware reversal: ``−μ`` with its fractions of positive, zero and negative
                    coordinates set to the honest ones and its norm to the honest median, so it sits
                    inside SignGuard's norm band and sign-statistics cluster.
@@ -52,8 +55,10 @@ __all__ = [
     "fang_trmean",
     "ipm",
     "match_sign_fractions",
+    "mirror_candidates",
     "rule_under_test",
     "sign_mimic",
+    "strongest_accepted",
     "tailored_candidates",
     "tailored_gamma",
 ]
@@ -286,20 +291,66 @@ def tailored_gamma(honest: torch.Tensor, byzantine: Sequence[int], rule: Callabl
     Returns ``(rows (m, d), γ)``.
     """
     idx, known = _known(honest, byzantine, knowledge)
-    mu = known.mean(dim=0)
     rows_for = tailored_candidates(honest, idx, knowledge=knowledge, perturbation=perturbation, mimic=mimic)
-    selects_rows = aggregate_with(honest, idx, rows_for(0.0), rule).selected is not None
-    if selects_rows:
+    gamma = strongest_accepted(honest, idx, rows_for, rule, known.mean(dim=0), search=search,
+                               gamma_init=gamma_init, tau=tau)
+    return rows_for(gamma).clone(), gamma
+
+
+def strongest_accepted(honest: torch.Tensor, byzantine: Sequence[int], rows_for: Callable[[float], torch.Tensor],
+                       rule: Callable[[torch.Tensor], Any], mu: torch.Tensor, *, search: str = "ndss",
+                       gamma_init: float | None = None, tau: float | None = None) -> float:
+    """The largest strength γ whose rows ``rows_for(γ)`` the rule still accepts.
+
+    For a rule that selects rows: as many Byzantine rows selected as at ``γ = 0`` — every one
+    for identical crafted rows (Shejwalkar & Houmansadr's condition, with the rule itself as the
+    oracle), and no fewer than the rule keeps of the unaltered rows for attacks that start from
+    the colluders' own honest updates (the search is :func:`~clients.attacks.colluding.gamma_search`).  For one that selects none (median,
+    trimmed mean, GeoMed, Centered Clipping): a 10% larger γ no longer moves the aggregate
+    farther from μ.
+    """
+    idx = list(byzantine)
+    start = aggregate_with(honest, idx, rows_for(0.0), rule).selected
+    if start is not None:
+        baseline = int(start[idx].sum())
+
         def ok(gamma: float) -> bool:
-            return _all_kept(aggregate_with(honest, idx, rows_for(gamma), rule), idx)
+            selected = aggregate_with(honest, idx, rows_for(gamma), rule).selected
+            return int(selected[idx].sum()) >= max(baseline, 1)
     else:
         def ok(gamma: float) -> bool:
             here = _deviation(aggregate_with(honest, idx, rows_for(gamma), rule), mu)
             further = _deviation(aggregate_with(honest, idx, rows_for(gamma * 1.1 + 1e-6), rule), mu)
             return further >= here
+    return gamma_search(ok, search=search, gamma_init=gamma_init, tau=tau)
 
-    gamma = gamma_search(ok, search=search, gamma_init=gamma_init, tau=tau)
-    return rows_for(gamma).clone(), gamma
+
+def mirror_candidates(honest: torch.Tensor, byzantine: Sequence[int], *,
+                      knowledge: str = "omniscient") -> Callable[[float], torch.Tensor]:
+    """``κ ↦`` each Byzantine client's own honest update minus ``κ·μ``.
+
+    Against filters that compare a row with the others (norms, sign statistics, pairwise
+    cosines, coherence) the rows look like honest ones, each with its own honest noise, so
+    colluders are as diverse as honest clients; ``κ = 2`` reflects their mean component
+    (``h − 2μ``), larger κ pushes harder against the honest direction.  Each row is then given
+    back its own sign fractions (:func:`match_sign_fractions`) and its own norm.
+    """
+    idx, known = _known(honest, byzantine, knowledge)
+    mu = known.mean(dim=0)
+    own = honest[idx]
+    # Each row keeps its own sign fractions and norm: subtracting κμ alone shifts the fractions
+    # (μ has many coordinates of one sign) and SignGuard's sign statistics notice.
+    fractions = [(float((row > 0).double().mean()), float((row == 0).double().mean())) for row in own]
+    norms = torch.linalg.vector_norm(own, dim=1)
+
+    def rows_for(kappa: float) -> torch.Tensor:
+        out = own - kappa * mu
+        for i, (positive, zero) in enumerate(fractions):
+            row = match_sign_fractions(out[i], positive, zero)
+            out[i] = row * (norms[i] / max(float(torch.linalg.vector_norm(row)), 1e-30))
+        return out
+
+    return rows_for
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,6 +393,16 @@ register_attack("agr_tailored", kind="colluding",
                 summary="μ + γp, largest γ the rule under test accepts (NDSS'21 AGR-tailored)")(_tailored(False))
 register_attack("signguard_tailored", kind="colluding",
                 summary="sign-mimicked μ + γp at the median norm, largest γ SignGuard keeps")(_tailored(True))
+
+
+@register_attack("mirror", kind="colluding",
+                 summary="own honest update − κμ, largest κ the rule under test accepts (diverse colluders)")
+def _mirror(honest: torch.Tensor, byzantine: list[int], params: AttackParams) -> AttackResult:
+    idx, known = _known(honest, byzantine, params.knowledge)
+    rows_for = mirror_candidates(honest, idx, knowledge=params.knowledge)
+    kappa = strongest_accepted(honest, idx, rows_for, rule_under_test(params), known.mean(dim=0),
+                               search=params.search, gamma_init=params.gamma_init, tau=params.tau)
+    return AttackResult(rows_for(kappa).clone(), {"knowledge": params.knowledge, "kappa": kappa, "target": params.target})
 
 
 @register_attack("sign_mimic", kind="colluding", summary="−μ with honest sign fractions and median norm")

@@ -46,6 +46,8 @@ PROJECT_DEFAULTS: dict[str, dict[str, Any]] = {
         "clustering": "fast",
         "bandwidth_samples": "all",
         "nonfinite": "reject",
+        "direction_filter": False,
+        "coherence_filter": False,
     },
 }
 PROJECT_DEFAULTS["signguard_sim"] = {
@@ -69,6 +71,8 @@ _REFERENCE_PLAIN = {
     "clustering": "sklearn",
     "bandwidth_samples": 50,
     "nonfinite": "nan_to_zero",
+    "direction_filter": False,
+    "coherence_filter": False,
 }
 #: ``preset="reference"``: the official code's behaviour, per variant.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -87,6 +91,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "reference": "previous",
             "feature_median": "low",
         },
+    },
+    # Beyond the paper: the project defaults plus the direction and coherence filters of
+    # signguard_flwr.rules.signguard.hardening, against attackers that know SignGuard.
+    "hardened": {
+        variant: {**PROJECT_DEFAULTS[variant], "direction_filter": True, "coherence_filter": True}
+        for variant in ("signguard", "signguard_sim", "signguard_dist")
     },
 }
 
@@ -155,6 +165,9 @@ class SignGuardParams:
     norm_filter: bool = True
     cluster_filter: bool = True
     clip: bool = True
+    direction_filter: bool | None = None
+    coherence_filter: bool | None = None
+    hardening_k: float = 3.0
     generator: torch.Generator | None = None
     preset: str | None = None
 
@@ -199,7 +212,8 @@ class SignGuardParams:
         for name, choices in _CHOICES.items():
             if self.has_variant_feature or name not in _VARIANT_FIELDS:
                 check_choice(name, getattr(self, name), choices)
-        for name in ("norm_filter", "cluster_filter", "clip"):
+        check_float("hardening_k", self.hardening_k, minimum=0.0, strict_min=True)
+        for name in ("norm_filter", "cluster_filter", "clip", "direction_filter", "coherence_filter"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {value!r}")
@@ -315,10 +329,19 @@ FIELDS_DOC = """
     norm_filter, cluster_filter, clip : bool
         Ablation switches for thresholding (S1), clustering (S2) and norm clipping (paper
         Table III).  Off means "everyone passes" / "factor 1".
+    direction_filter, coherence_filter : bool, optional
+        Beyond the paper (:mod:`signguard_flwr.rules.signguard.hardening`): drop rows whose
+        median cosine to the others is far below the majority's (pointing against the honest
+        rows), and rows whose largest cosine to another row is far above the majority's
+        (colluders sending near-identical vectors).  Off in the project defaults and the
+        reference; on in ``preset="hardened"``.
+    hardening_k : float
+        How far is "far" for those filters, in standard deviations of the majority's spread; 3.
     generator : torch.Generator, optional
         Source of the coordinate sample; ``None`` uses torch's global RNG (reference).
-    preset : {"reference"}, optional
-        ``None``: project defaults; ``"reference"``: the official code.  Explicit keyword
+    preset : {"reference", "hardened"}, optional
+        ``None``: project defaults; ``"reference"``: the official code; ``"hardened"``: the
+        project defaults plus the direction and coherence filters.  Explicit keyword
         arguments override the preset."""
 
 SignGuardParams.__doc__ = (

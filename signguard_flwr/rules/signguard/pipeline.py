@@ -1,5 +1,6 @@
 """SignGuard's steps in order: screen non-finite rows, norm band ``S1``, sign-feature clusters
-``S2``, selection ``S = S1 ∩ S2``, clipped mean.
+``S2`` (and, in the hardened preset, the direction and coherence filters ``S3``), selection
+``S = S1 ∩ S2 (∩ S3)``, clipped mean.
 
 The output is computed as one matrix-vector product ``w @ updates`` with
 ``w_i = 1[i∈S]·min(1, M2/r_i)/|S|``; the ``n x d`` matrix is read about three times (norms,
@@ -18,6 +19,7 @@ import torch
 from ..base import AggregationResult
 from .clustering import largest_cluster_filter
 from .features import max_scale, median_value, sign_features, variant_feature
+from .hardening import hardening_filters
 from .params import SignGuardParams, SignGuardState
 
 __all__ = ["aggregate"]
@@ -41,7 +43,8 @@ def aggregate(
     rows = _screen_nonfinite(updates, p)
     norm_median, band, passed_norm = _norm_band(rows, p)
     passed_cluster, info_cluster, extra_info = _sign_clusters(rows, p, state, notes)
-    selected = _select(passed_norm, passed_cluster, p, notes)
+    passed_hardening, info_hardening = hardening_filters(rows.work, rows.valid, p)
+    selected = _select(passed_norm, passed_cluster & passed_hardening, p, notes)
     clip_norm, factor = _clip_factors(rows, p)
     vector, selected, skipped = _clipped_mean(rows, selected, factor, notes)
 
@@ -65,6 +68,8 @@ def aggregate(
         "clip_factors": factor,
         "rejected_by_norm": int((~passed_norm).sum()),
         "rejected_by_cluster": int((passed_norm & ~passed_cluster).sum()),
+        **({"passed_hardening": passed_hardening, **info_hardening}
+           if p.direction_filter or p.coherence_filter else {}),
         "nonfinite": rows.nonfinite,
         "selected_count": int(selected.sum()),
         "fallback": "; ".join(notes) if notes else None,

@@ -1,0 +1,91 @@
+"""Filters of the hardened preset: direction and coherence, from one ``n x n`` cosine matrix.
+
+SignGuard's norm band and sign statistics can be satisfied by an attacker that knows them: an
+update of honest norm whose fractions of positive, zero and negative coordinates are set to the
+honest ones may point against the honest mean (``clients.attacks`` ``sign_mimic``,
+``signguard_tailored``).  Two statistics of the pairwise cosines ``C_ij`` need no reference
+vector the attacker could steer:
+
+direction  ``s_i = median_{j≠i} C_ij``.  With an honest majority the median runs over honest
+           rows for every client, so a row pointing against the honest ones gets a low ``s_i``
+           however the colluders place themselves.  Rows far *below* the others are dropped.
+coherence  ``t_i = max_{j≠i} C_ij``.  Honest updates of one round are nearly orthogonal late in
+           training (pairwise cosines of a few hundredths); colluders that send the same, or
+           nearly the same, crafted vector are far *above* that.  Rows far above are dropped,
+           which forces colluders to be as diverse as honest clients, and with that diversity
+           their common push shrinks to what honest clients push the other way.
+
+"Far" is judged against the honest majority only: the centre is the median and the spread is
+taken from the side the attacker does not occupy (``Q75 - Q50`` below the median for the
+direction, ``Q50 - Q25`` above it for the coherence), in units of a normal standard deviation,
+times ``hardening_k``.  The spread is never taken below ``1/sqrt(d)``, the spread of the cosine
+between independent random directions in ``d`` dimensions: when every honest statistic is
+nearly equal (identical norms, isotropic noise) a quartile gap of almost nothing would otherwise
+turn ordinary noise into rejections.  Cost: one Gram matrix (one pass over the ``(n, d)`` matrix,
+:func:`signguard_flwr.rules.distances.gram_matrix`) plus ``O(n²)`` work.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..distances import gram_matrix
+from .params import SignGuardParams
+
+__all__ = ["cosine_matrix", "hardening_filters"]
+
+_NORMAL_IQR_HALF = 0.6745  # Q75 - Q50 of a standard normal
+_MIN_ROWS = 5  # below this the quartiles say nothing: the filters let every row pass
+
+
+def cosine_matrix(work: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``(m, m)`` float64 CPU cosine similarities of the valid rows (zero rows: cosine 0)."""
+    rows = work[valid.to(work.device)]
+    gram = gram_matrix(rows).cpu()
+    norms = gram.diagonal().clamp_min(0.0).sqrt()
+    scale = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
+    return gram * scale[:, None] * scale[None, :]
+
+
+def hardening_filters(
+    work: torch.Tensor, valid: torch.Tensor, p: SignGuardParams
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Rows that pass the direction and coherence filters (all rows when both are off).
+
+    Returns the ``(n,)`` bool CPU mask and diagnostics: ``direction`` (``s``), ``coherence``
+    (``t``), the thresholds, and how many rows each filter dropped.
+    """
+    n = len(valid)
+    passed = valid.clone()
+    info: dict[str, Any] = {"direction": None, "coherence": None, "direction_threshold": None,
+                            "coherence_threshold": None, "rejected_by_direction": 0, "rejected_by_coherence": 0}
+    index = valid.nonzero().flatten()
+    if not (p.direction_filter or p.coherence_filter) or len(index) < _MIN_ROWS:
+        return passed, info
+    cos = cosine_matrix(work, valid)
+    off = cos.clone()
+    off.fill_diagonal_(float("nan"))
+    k = p.hardening_k / _NORMAL_IQR_HALF
+    floor = _NORMAL_IQR_HALF / math.sqrt(work.shape[1])  # a quartile gap of spread 1/sqrt(d)
+    if p.direction_filter:
+        s = torch.nanmedian(off, dim=1).values
+        q50, q75 = torch.quantile(s, 0.5), torch.quantile(s, 0.75)
+        threshold = float(q50 - k * max(float(q75 - q50), floor))
+        low = s < threshold
+        passed[index[low]] = False
+        full = torch.full((n,), float("nan"), dtype=torch.float64)
+        full[index] = s
+        info.update(direction=full, direction_threshold=threshold, rejected_by_direction=int(low.sum()))
+    if p.coherence_filter:
+        t = torch.nan_to_num(off, nan=-2.0).max(dim=1).values
+        q25, q50 = torch.quantile(t, 0.25), torch.quantile(t, 0.5)
+        threshold = float(q50 + k * max(float(q50 - q25), floor))
+        high = t > threshold
+        passed[index[high]] = False
+        full = torch.full((n,), float("nan"), dtype=torch.float64)
+        full[index] = t
+        info.update(coherence=full, coherence_threshold=threshold, rejected_by_coherence=int(high.sum()))
+    return passed, info

@@ -1,0 +1,92 @@
+"""SignGuard's hardened preset: the direction and coherence filters and what they stop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clients.attacks import AttackParams, apply_attack, sign_mimic
+from signguard_flwr import SignGuard, SignGuardSim
+from signguard_flwr.rules import RULES
+from signguard_flwr.rules.signguard.hardening import hardening_filters
+from signguard_flwr.rules.signguard.params import SignGuardParams
+
+N, M = 30, 6
+BYZ = list(range(N - M, N))
+
+
+def honest_rows(seed: int = 0, d: int = 3000, signal: float = 1.0, noise: float = 0.05) -> torch.Tensor:
+    """A common direction plus larger independent noise: honest rows nearly orthogonal."""
+    gen = torch.Generator().manual_seed(seed)
+    mu = torch.randn(d, generator=gen, dtype=torch.float64)
+    return signal * mu / mu.norm() + noise * torch.randn(N, d, generator=gen, dtype=torch.float64)
+
+
+def hardened(rows: torch.Tensor, seed: int = 0):
+    return RULES["signguard"](rows, preset="hardened", generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_preset_turns_on_both_filters_and_plain_signguard_stays_as_it_was() -> None:
+    p = SignGuardParams(preset="hardened")
+    assert p.direction_filter and p.coherence_filter and p.hardening_k == 3.0
+    plain = SignGuardParams()
+    assert not plain.direction_filter and not plain.coherence_filter
+    rows = honest_rows()
+    out = RULES["signguard"](rows, generator=torch.Generator().manual_seed(0))
+    assert "passed_hardening" not in out.info  # the default rule's output is unchanged
+    assert SignGuard(preset="hardened", fraction_evaluate=0.0) is not None
+    assert SignGuardSim(preset="hardened", fraction_evaluate=0.0) is not None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_honest_rows_pass_the_filters_and_the_rest_is_plain_signguard(seed: int) -> None:
+    rows = honest_rows(seed)
+    out = hardened(rows, seed)
+    assert out.info["rejected_by_direction"] + out.info["rejected_by_coherence"] <= 1
+    plain = RULES["signguard"](rows, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(out.selected, plain.selected & out.info["passed_hardening"])
+
+
+def test_direction_filter_drops_rows_that_point_against_the_others() -> None:
+    rows = honest_rows(signal=3.0)  # honest pairwise cosines clearly positive
+    rows[BYZ] = -rows[BYZ]  # sign-flipped, each with its own noise: not coherent
+    mask, info = hardening_filters(rows, torch.ones(N, dtype=torch.bool), SignGuardParams(preset="hardened"))
+    assert not bool(mask[BYZ].any()) and bool(mask[: N - M].all())
+    assert info["rejected_by_direction"] == M and info["rejected_by_coherence"] == 0
+
+
+def test_coherence_filter_drops_colluders_that_send_one_vector() -> None:
+    rows = honest_rows()
+    rows[BYZ] = rows[: N - M].mean(0)  # the honest mean itself: aligned, but identical rows
+    mask, info = hardening_filters(rows, torch.ones(N, dtype=torch.bool),
+                                   SignGuardParams(preset="hardened", direction_filter=False))
+    assert not bool(mask[BYZ].any()) and info["rejected_by_coherence"] == M
+
+
+def test_sign_mimic_passes_plain_signguard_but_not_the_hardened_preset() -> None:
+    rows = honest_rows()
+    rows[BYZ] = sign_mimic(rows, BYZ)
+    mu = rows[: N - M].mean(0)
+    for seed in range(3):
+        plain = RULES["signguard"](rows, generator=torch.Generator().manual_seed(seed))
+        out = hardened(rows, seed)
+        assert not bool(out.selected[BYZ].any()) and out.info["rejected_by_direction"] >= M
+        assert float(out.vector @ mu) >= float(plain.vector @ mu)
+
+
+def test_a_signguard_aware_search_against_the_hardened_rule_is_kept_out() -> None:
+    rows = honest_rows()
+    params = AttackParams(target="signguard", target_params={"preset": "hardened"}, tau=1e-3)
+    attacked = rows.clone()
+    attacked[BYZ] = apply_attack("signguard_tailored", rows, BYZ, params).rows
+    out = hardened(attacked)
+    assert not bool(out.selected[BYZ].any())
+
+
+def test_filters_stand_aside_with_too_few_rows_and_name_bad_parameters() -> None:
+    mask, info = hardening_filters(torch.randn(4, 10), torch.ones(4, dtype=torch.bool), SignGuardParams(preset="hardened"))
+    assert bool(mask.all()) and info["direction"] is None
+    with pytest.raises(ValueError, match="hardening_k"):
+        SignGuardParams(preset="hardened", hardening_k=0.0)
+    with pytest.raises(TypeError, match="direction_filter"):
+        SignGuardParams(direction_filter="yes")
