@@ -18,11 +18,14 @@ coherence  ``t_i = max_{j≠i} C_ij``.  Honest updates of one round are nearly o
 "Far" is judged against the honest majority only: the centre is the median and the spread is
 taken from the side the attacker does not occupy (``Q75 - Q50`` below the median for the
 direction, ``Q50 - Q25`` above it for the coherence), in units of a normal standard deviation,
-times ``hardening_k``.  The spread is never taken below ``1/sqrt(d)``, the spread of the cosine
-between independent random directions in ``d`` dimensions: when every honest statistic is
+times ``hardening_k``.  The cosines are estimated on the coordinates sampled for the sign
+statistics (a random ``sample_fraction`` of them, unknown to the attacker in advance) when that
+sample has at least :data:`MIN_COSINE_COORDINATES` coordinates, so for large models the filters
+cost one ``n x k`` Gram matrix of columns already gathered, not another pass over the whole
+matrix (see docs/benchmarks.md); smaller models use all coordinates.  The spread is never taken below ``1/sqrt(k)``, the spread of the cosine
+between independent random directions in ``k`` sampled dimensions: when every honest statistic is
 nearly equal (identical norms, isotropic noise) a quartile gap of almost nothing would otherwise
-turn ordinary noise into rejections.  Cost: one Gram matrix (one pass over the ``(n, d)`` matrix,
-:func:`signguard_flwr.rules.distances.gram_matrix`) plus ``O(n²)`` work.
+turn ordinary noise into rejections.  Cost: one ``n x k`` Gram matrix plus ``O(n²)`` work.
 """
 
 from __future__ import annotations
@@ -32,28 +35,35 @@ from typing import Any
 
 import torch
 
-from ..distances import gram_matrix
+from .features import sample_columns, sampled_gram
 from .params import SignGuardParams
 
 __all__ = ["cosine_matrix", "hardening_filters"]
 
 _NORMAL_IQR_HALF = 0.6745  # Q75 - Q50 of a standard normal
 _MIN_ROWS = 5  # below this the quartiles say nothing: the filters let every row pass
+# Fewer sampled coordinates than this and the cosines come from all coordinates: sampling noise
+# (~1/sqrt(k)) would otherwise hide the few hundredths that separate honest rows from crafted
+# ones early in training, and for such small models the full Gram matrix is cheap anyway.
+MIN_COSINE_COORDINATES = 1 << 16
 
 
-def cosine_matrix(work: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``(m, m)`` float64 CPU cosine similarities of the valid rows (zero rows: cosine 0)."""
-    rows = work[valid.to(work.device)]
-    gram = gram_matrix(rows).cpu()
+def cosine_matrix(gram: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``(m, m)`` float64 cosine similarities of the valid rows from their Gram matrix (zero
+    rows: cosine 0)."""
+    gram = gram[valid][:, valid]
     norms = gram.diagonal().clamp_min(0.0).sqrt()
     scale = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
     return gram * scale[:, None] * scale[None, :]
 
 
 def hardening_filters(
-    work: torch.Tensor, valid: torch.Tensor, p: SignGuardParams
+    work: torch.Tensor, valid: torch.Tensor, p: SignGuardParams, *, gram: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Rows that pass the direction and coherence filters (all rows when both are off).
+
+    ``gram``: the ``n x n`` Gram matrix of the sign-statistics sample when the pipeline has it;
+    otherwise (clustering switched off) a sample of the same size is drawn here.
 
     Returns the ``(n,)`` bool CPU mask and diagnostics: ``direction`` (``s``), ``coherence``
     (``t``), the thresholds, and how many rows each filter dropped.
@@ -65,11 +75,19 @@ def hardening_filters(
     index = valid.nonzero().flatten()
     if not (p.direction_filter or p.coherence_filter) or len(index) < _MIN_ROWS:
         return passed, info
-    cos = cosine_matrix(work, valid)
+    d = work.shape[1]
+    size = max(1, min(d, int(p.sample_fraction * d)))  # coordinates of the sign-statistics sample
+    if size < MIN_COSINE_COORDINATES:
+        size = d
+        gram = sampled_gram(work)
+    elif gram is None:
+        cols, _ = sample_columns(work, p.sample_fraction, "random", p.generator)
+        gram = sampled_gram(cols)
+    cos = cosine_matrix(gram, valid)
     off = cos.clone()
     off.fill_diagonal_(float("nan"))
+    floor = _NORMAL_IQR_HALF / math.sqrt(size)  # a quartile gap of spread 1/sqrt(k)
     k = p.hardening_k / _NORMAL_IQR_HALF
-    floor = _NORMAL_IQR_HALF / math.sqrt(work.shape[1])  # a quartile gap of spread 1/sqrt(d)
     if p.direction_filter:
         s = torch.nanmedian(off, dim=1).values
         q50, q75 = torch.quantile(s, 0.5), torch.quantile(s, 0.75)

@@ -19,7 +19,7 @@ import torch
 from ..base import AggregationResult
 from .clustering import largest_cluster_filter
 from .features import max_scale, median_value, sign_features, variant_feature
-from .hardening import hardening_filters
+from .hardening import MIN_COSINE_COORDINATES, hardening_filters
 from .params import SignGuardParams, SignGuardState
 
 __all__ = ["aggregate"]
@@ -42,8 +42,8 @@ def aggregate(
     notes: list[str] = []
     rows = _screen_nonfinite(updates, p)
     norm_median, band, passed_norm = _norm_band(rows, p)
-    passed_cluster, info_cluster, extra_info = _sign_clusters(rows, p, state, notes)
-    passed_hardening, info_hardening = hardening_filters(rows.work, rows.valid, p)
+    passed_cluster, info_cluster, extra_info, gram = _sign_clusters(rows, p, state, notes)
+    passed_hardening, info_hardening = hardening_filters(rows.work, rows.valid, p, gram=gram)
     selected = _select(passed_norm, passed_cluster & passed_hardening, p, notes)
     clip_norm, factor = _clip_factors(rows, p)
     vector, selected, skipped = _clipped_mean(rows, selected, factor, notes)
@@ -114,9 +114,10 @@ def _norm_band(rows: _Rows, p: SignGuardParams) -> tuple[float, tuple[float, flo
 
 def _sign_clusters(
     rows: _Rows, p: SignGuardParams, state: SignGuardState | None, notes: list[str]
-) -> tuple[torch.Tensor, dict[str, Any], dict[str, Any]]:
-    """``S2``: the largest MeanShift cluster of the per-client features, and the diagnostics of
-    the clustering and of the Sim/Dist feature."""
+) -> tuple[torch.Tensor, dict[str, Any], dict[str, Any], torch.Tensor | None]:
+    """``S2``: the largest MeanShift cluster of the per-client features, the diagnostics of
+    the clustering and of the Sim/Dist feature, and (hardened preset) the Gram matrix of the
+    sampled columns."""
     info: dict[str, Any] = {
         "features": None,
         "labels": None,
@@ -129,8 +130,11 @@ def _sign_clusters(
         "sample_size": None,
     }
     if not p.cluster_filter:
-        return rows.valid.clone(), info, {}
-    feats, where = sign_features(rows.work, p)
+        return rows.valid.clone(), info, {}, None
+    # The hardened filters reuse the sampled columns when the sample is large enough for them.
+    hardened = p.direction_filter or p.coherence_filter
+    wants_gram = hardened and p.sample_fraction * rows.work.shape[1] >= MIN_COSINE_COORDINATES
+    feats, where, gram = sign_features(rows.work, p, gram=wants_gram)
     info.update(where)
     extra_info: dict[str, Any] = {}
     if p.has_variant_feature:
@@ -140,7 +144,7 @@ def _sign_clusters(
         feats = max_scale(feats, rows.valid)
     passed, cluster_info = largest_cluster_filter(feats, rows.valid, p, notes)
     info.update(cluster_info)
-    return passed, info, extra_info
+    return passed, info, extra_info, gram
 
 
 def _select(
