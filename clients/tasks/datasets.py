@@ -23,15 +23,15 @@ agnews    ``D/ag_news_train.csv`` + ``D/ag_news_test.csv``, ``D/train.csv`` +
 
 A missing dataset raises :class:`DatasetNotFoundError`, a present but unreadable one
 :class:`DatasetFormatError`; both name the directory searched and the layouts accepted.
+
+Modules: this one (the layouts above, the loaders and their constants); :mod:`.arrays`
+(:class:`ArrayDataset`); :mod:`.readers` (file formats and the error classes); :mod:`.text`
+(AG-News tokenizer and vocabulary).  The names of the first two are re-exported here.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
 import os
-import struct
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,8 +39,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
+
+from .arrays import ArrayDataset, image_transform
+from .readers import (
+    IDX_FILES,
+    SPLIT_KEYS,
+    DatasetError,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    as_uint8,
+    check_split,
+    find_idx_set,
+    read_agnews_csv,
+    read_idx,
+    read_npz,
+    torchvision_arrays,
+)
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -84,34 +99,6 @@ AGNEWS_MAX_LEN = 64
 AGNEWS_VOCAB_SIZE = 10_000
 AGNEWS_MIN_FREQ = 2
 
-_IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-# IDX type byte -> numpy dtype (big-endian, as the format specifies).
-_IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-
-
-class DatasetError(Exception):
-    """Base class of the loader errors (catch this to handle both kinds)."""
-
-
-class DatasetNotFoundError(DatasetError, FileNotFoundError):
-    """No accepted layout of the dataset exists in the searched directory."""
-
-
-class DatasetFormatError(DatasetError, ValueError):
-    """A dataset file exists but is incomplete, corrupt or has unexpected shapes."""
-
 
 def default_data_dir() -> Path:
     """Directory the loaders search when none is given.
@@ -133,208 +120,10 @@ def default_data_dir() -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# In-memory dataset
-# --------------------------------------------------------------------------------------------
-
-
-class ArrayDataset(Dataset):
-    """A whole dataset split held in memory.
-
-    Parameters
-    ----------
-    data : torch.Tensor
-        ``(N, ...)`` samples: uint8 images ``(N, C, H, W)``, float images, or int64 token ids.
-        uint8 stays uint8 in memory (4x smaller) and is converted at batch time.
-    targets : array-like of int
-        ``(N,)`` class indices in ``[0, num_classes)``.
-    transform : callable, optional
-        Deterministic transform that works on one sample *and* on a stacked batch
-        (dtype conversion, normalisation).
-    augment : callable, optional
-        Random per-sample transform applied before ``transform`` (training augmentation).
-
-    Attributes
-    ----------
-    targets : numpy.ndarray
-        ``(N,)`` int64 labels, read-only; partitioners use it without touching the samples.
-    """
-
-    def __init__(
-        self,
-        data: torch.Tensor,
-        targets: Any,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
-        targets_np = np.ascontiguousarray(np.asarray(targets, dtype=np.int64).reshape(-1))
-        if len(data) != len(targets_np):
-            raise ValueError(f"data has {len(data)} samples but targets has {len(targets_np)}")
-        targets_np.setflags(write=False)
-        self.data = data
-        self.targets = targets_np
-        self._targets_t = torch.from_numpy(targets_np.copy())
-        self.transform = transform
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        x = self.data[index]
-        if self.augment is not None:
-            x = self.augment(x)
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, int(self.targets[index])
-
-    def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stack the samples at ``indices`` into one batch.
-
-        Augmentation is drawn per sample (torch's global RNG); the deterministic transform
-        runs once on the stacked batch, which is much faster than per sample.
-
-        Parameters
-        ----------
-        indices : sequence of int
-            Positions in this dataset.
-
-        Returns
-        -------
-        (torch.Tensor, torch.Tensor)
-            Inputs and int64 labels.
-        """
-        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        x = self.data[idx]
-        if self.augment is not None:
-            x = torch.stack([self.augment(sample) for sample in x])
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, self._targets_t[idx]
-
-
-def _image_transform(mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
-    # ToDtype(scale=True) is ToTensor's 0-255 -> 0-1 scaling, done on tensors (single or batch).
-    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-
-
-# --------------------------------------------------------------------------------------------
-# Readers for the raw file formats
-# --------------------------------------------------------------------------------------------
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetFormatError(f"Cannot read {path}: {exc}") from exc
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (LeCun's MNIST format), plain or gzip-compressed.
-
-    Header: two zero bytes, a type byte (0x08 = uint8, ...), the number of dimensions, then
-    one big-endian uint32 per dimension; the data follow in C order.  MNIST images have
-    magic 2051 (uint8, 3 dims), labels 2049 (uint8, 1 dim).
-
-    Parameters
-    ----------
-    path : str or Path
-        ``*-ubyte`` or ``*-ubyte.gz`` file.
-
-    Returns
-    -------
-    numpy.ndarray
-        Array with the file's shape and (native-endian) dtype.
-
-    Raises
-    ------
-    DatasetFormatError
-        Bad magic number, truncated file or unreadable gzip stream.
-    """
-    path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DatasetFormatError(f"{path} is not an IDX file (bad magic number)")
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DatasetFormatError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DatasetFormatError(
-            f"{path}: IDX header announces shape {shape} ({expected} bytes) "
-            f"but the file holds {len(raw) - header} data bytes"
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def _find_idx_set(folder: Path) -> dict[str, Path] | None:
-    """The four IDX files in ``folder`` (plain preferred over .gz); None if none exist.
-
-    A partial set is an error rather than "not found": the user clearly meant this folder.
-    """
-    found: dict[str, Path] = {}
-    for key, stem in _IDX_FILES.items():
-        for candidate in (folder / stem, folder / f"{stem}.gz"):
-            if candidate.is_file():
-                found[key] = candidate
-                break
-    if not found:
-        return None
-    if len(found) < len(_IDX_FILES):
-        missing = [f"{_IDX_FILES[k]}[.gz]" for k in _IDX_FILES if k not in found]
-        raise DatasetFormatError(f"Incomplete IDX dataset in {folder}: missing {', '.join(missing)}")
-    return found
-
-
-def _check_split(
-    x: np.ndarray, y: np.ndarray, image_shape: tuple[int, ...], num_classes: int, where: str
-) -> None:
-    if x.ndim != 1 + len(image_shape) or tuple(x.shape[1:]) != image_shape:
-        expected = ", ".join(map(str, image_shape))
-        raise DatasetFormatError(f"{where}: images have shape {x.shape}, expected (N, {expected})")
-    if y.ndim != 1 or len(y) != len(x):
-        raise DatasetFormatError(f"{where}: {len(x)} images but labels of shape {y.shape}")
-    if len(y) == 0:
-        raise DatasetFormatError(f"{where}: empty split")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= num_classes:
-        raise DatasetFormatError(f"{where}: labels must be integers in [0, {num_classes})")
-
-
-def _as_uint8(x: np.ndarray, where: str) -> np.ndarray:
-    if x.dtype == np.uint8:
-        return x
-    if np.issubdtype(x.dtype, np.integer) and x.size and x.min() >= 0 and x.max() <= 255:
-        return x.astype(np.uint8)
-    raise DatasetFormatError(f"{where}: images must be uint8 pixel values 0-255, got dtype {x.dtype}")
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    keys = ("x_train", "y_train", "x_test", "y_test")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in keys if k not in npz.files]
-            if missing:
-                raise DatasetFormatError(
-                    f"{path}: missing arrays {missing}; expected {', '.join(keys)} (found {npz.files})"
-                )
-            return {k: npz[k] for k in keys}
-    except DatasetFormatError:
-        raise
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, pickle refusal...
-        raise DatasetFormatError(f"Cannot read {path} as a .npz archive: {exc}") from exc
-
-
-# --------------------------------------------------------------------------------------------
 # Layout search and error reporting
 # --------------------------------------------------------------------------------------------
 
-_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
-_IDX_NAMES = ", ".join(f"{stem}[.gz]" for stem in _IDX_FILES.values())
+_IDX_NAMES = ", ".join(f"{stem}[.gz]" for stem in IDX_FILES.values())
 
 
 def _layout_text(layouts: Sequence[str]) -> str:
@@ -359,19 +148,6 @@ def _explained(dataset: str, data_dir: Path, layouts: Sequence[str]) -> Iterator
         ) from exc
 
 
-def _torchvision_arrays(cls: Callable[..., Any], root: Path, download: bool) -> dict[str, np.ndarray]:
-    """Load both splits through a torchvision dataset class and return numpy arrays."""
-    out: dict[str, np.ndarray] = {}
-    for split, train in (("train", True), ("test", False)):
-        try:
-            ds = cls(root=str(root), train=train, download=download)
-        except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
-            raise DatasetFormatError(f"torchvision {cls.__name__} could not load '{root}': {exc}") from exc
-        out[f"x_{split}"] = np.asarray(ds.data)
-        out[f"y_{split}"] = np.asarray(ds.targets)
-    return out
-
-
 def _load_gray28(
     dataset: str,
     data_dir: Path,
@@ -381,20 +157,20 @@ def _load_gray28(
     download: bool,
 ) -> tuple[ArrayDataset, ArrayDataset]:
     """Shared loader of MNIST and Fashion-MNIST (same file formats and shapes)."""
-    layouts = [f"{data_dir / n} (arrays {', '.join(_SPLIT_KEYS)})" for n in npz_names]
+    layouts = [f"{data_dir / n} (arrays {', '.join(SPLIT_KEYS)})" for n in npz_names]
     layouts.append(f"IDX files {_IDX_NAMES} in one of: " + ", ".join(str(d) for d in idx_dirs))
     with _explained(dataset, data_dir, layouts):
         npz = next((data_dir / n for n in npz_names if (data_dir / n).is_file()), None)
         idx = None if npz else next(
-            (found for d in idx_dirs if d.is_dir() and (found := _find_idx_set(d)) is not None), None
+            (found for d in idx_dirs if d.is_dir() and (found := find_idx_set(d)) is not None), None
         )
         if npz is not None:
-            arrays, where = _read_npz(npz), str(npz)
+            arrays, where = read_npz(npz), str(npz)
         elif idx is not None:
-            arrays = {key: read_idx(path) for key, path in zip(_SPLIT_KEYS, idx.values())}
+            arrays = {key: read_idx(path) for key, path in zip(SPLIT_KEYS, idx.values())}
             where = str(idx["train_images"].parent)
         elif download:
-            arrays, where = _torchvision_arrays(torchvision_cls, data_dir, download=True), str(data_dir)
+            arrays, where = torchvision_arrays(torchvision_cls, data_dir, download=True), str(data_dir)
         else:
             raise _not_found(dataset, data_dir, layouts, ", or set download=True (run-config 'download')")
         return _gray28_splits(arrays, where)
@@ -409,13 +185,13 @@ def _gray28_splits(arrays: dict[str, np.ndarray], where: str) -> tuple[ArrayData
             x = x[:, 0]
         elif x.ndim == 4 and x.shape[-1] == 1:  # (N, 28, 28, 1)
             x = x[..., 0]
-        _check_split(x, y, (28, 28), 10, f"{where} [{split}]")
-        x = _as_uint8(x, f"{where} [{split}]")
+        check_split(x, y, (28, 28), 10, f"{where} [{split}]")
+        x = as_uint8(x, f"{where} [{split}]")
         splits.append(
             ArrayDataset(
                 torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1),
                 y,
-                transform=_image_transform(MNIST_MEAN, MNIST_STD),
+                transform=image_transform(MNIST_MEAN, MNIST_STD),
             )
         )
     return splits[0], splits[1]
@@ -496,11 +272,11 @@ def load_mnist_mini(path: str | Path = MNIST_MINI_PATH) -> tuple[ArrayDataset, A
     DatasetNotFoundError, DatasetFormatError
     """
     path = Path(path)
-    layouts = [f"{path} (arrays {', '.join(_SPLIT_KEYS)})"]
+    layouts = [f"{path} (arrays {', '.join(SPLIT_KEYS)})"]
     with _explained("MNIST-mini", path.parent, layouts):
         if not path.is_file():
             raise _not_found("MNIST-mini", path.parent, layouts, "; rebuild it with python -m clients.tasks.make_mnist_mini")
-        return _gray28_splits(_read_npz(path), str(path))
+        return _gray28_splits(read_npz(path), str(path))
 
 
 def load_fmnist(data_dir: str | Path, download: bool = False) -> tuple[ArrayDataset, ArrayDataset]:
@@ -563,14 +339,14 @@ def load_cifar10(data_dir: str | Path, download: bool = False) -> tuple[ArrayDat
 
     d = Path(data_dir).expanduser()
     npz_names = ["cifar10.npz", "cifar-10.npz"]
-    layouts = [f"{d / n} (arrays {', '.join(_SPLIT_KEYS)}; uint8 HWC or CHW)" for n in npz_names]
+    layouts = [f"{d / n} (arrays {', '.join(SPLIT_KEYS)}; uint8 HWC or CHW)" for n in npz_names]
     layouts.append(f"{d / 'cifar-10-batches-py'} (torchvision's CIFAR10 layout)")
     with _explained("CIFAR-10", d, layouts):
         npz = next((d / n for n in npz_names if (d / n).is_file()), None)
         if npz is not None:
-            arrays, where = _read_npz(npz), str(npz)
+            arrays, where = read_npz(npz), str(npz)
         elif (d / "cifar-10-batches-py").is_dir() or download:
-            arrays, where = _torchvision_arrays(CIFAR10, d, download=download), str(d / "cifar-10-batches-py")
+            arrays, where = torchvision_arrays(CIFAR10, d, download=download), str(d / "cifar-10-batches-py")
         else:
             raise _not_found("CIFAR-10", d, layouts, ", or set download=True (run-config 'download')")
         augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
@@ -579,39 +355,17 @@ def load_cifar10(data_dir: str | Path, download: bool = False) -> tuple[ArrayDat
             x, y = np.asarray(arrays[f"x_{split}"]), np.asarray(arrays[f"y_{split}"])
             if x.ndim == 4 and x.shape[-1] == 3 and x.shape[1] != 3:
                 x = x.transpose(0, 3, 1, 2)  # HWC -> CHW
-            _check_split(x, y, (3, 32, 32), 10, f"{where} [{split}]")
-            x = _as_uint8(x, f"{where} [{split}]")
+            check_split(x, y, (3, 32, 32), 10, f"{where} [{split}]")
+            x = as_uint8(x, f"{where} [{split}]")
             splits.append(
                 ArrayDataset(
                     torch.from_numpy(np.ascontiguousarray(x)),
                     y,
-                    transform=_image_transform(CIFAR10_MEAN, CIFAR10_STD),
+                    transform=image_transform(CIFAR10_MEAN, CIFAR10_STD),
                     augment=augment if split == "train" else None,
                 )
             )
     return splits[0], splits[1]
-
-
-def _read_agnews_csv(path: Path) -> tuple[list[str], np.ndarray]:
-    texts: list[str] = []
-    labels: list[int] = []
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            for line_no, row in enumerate(csv.reader(fh), start=1):
-                if len(row) != 3:
-                    raise DatasetFormatError(
-                        f"{path}, row {line_no}: expected 3 fields (class 1-4, title, description), got {len(row)}"
-                    )
-                label = int(row[0]) if row[0].strip().isdigit() else -1
-                if not 1 <= label <= 4:
-                    raise DatasetFormatError(f"{path}, row {line_no}: class must be 1-4, got {row[0]!r}")
-                labels.append(label - 1)
-                texts.append(f"{row[1]} {row[2]}")
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetFormatError(f"Cannot read {path} as AG-News CSV: {exc}") from exc
-    if not texts:
-        raise DatasetFormatError(f"{path}: no rows")
-    return texts, np.asarray(labels, dtype=np.int64)
 
 
 def load_agnews(
@@ -663,7 +417,7 @@ def load_agnews(
                 raise DatasetFormatError(f"found {half} but not its train/test counterpart")
             hint = " (no automatic download exists for AG-News)" if download else ""
             raise _not_found("AG-News", d, layouts, hint)
-        (train_texts, y_train), (test_texts, y_test) = (_read_agnews_csv(path) for path in found)
+        (train_texts, y_train), (test_texts, y_test) = (read_agnews_csv(path) for path in found)
     train_tokens = [tokenize(t) for t in train_texts]
     vocab = Vocabulary.build(train_tokens, min_freq=min_freq, max_size=vocab_size)
     datasets = []

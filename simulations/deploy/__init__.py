@@ -17,9 +17,11 @@ Python::
     finally:
         dep.down()
 
-Modules: :mod:`.core` (processes, Flower config, ``flwr run``), :mod:`.certs` (CA, server
-certificate, SuperNode keys), :mod:`.faults` (a test ClientApp whose nodes send NaN,
-wrongly shaped or no arrays, crash, or never answer).
+Modules: :mod:`.core` (the :class:`Deployment`: up, run, down, status), :mod:`.config` (paths,
+environment, node specs, ports), :mod:`.processes` (process identity, stopping), :mod:`.logs`
+(what the processes' logs say), :mod:`.runs` (``flwr run``: staged app, streamed log, outcome),
+:mod:`.certs` (CA, server certificate, SuperNode keys), :mod:`.faults` (a test ClientApp whose
+nodes send NaN, wrongly shaped or no arrays, crash, or never answer).
 """
 
 from .core import (

@@ -12,183 +12,75 @@ Transport follows the installed flwr: 1.40+ SuperNodes talk to the SuperLink's F
 HTTP(S) on the SuperLink's single ``--host/--port``; flwr 1.39 uses the gRPC Fleet API
 (``grpc-rere``) on a second port (``--fleet-api-address``), the SuperNodes' ``--superlink``.
 The ``flwr`` CLI (Control API) is HTTP(S) on the SuperLink's port in both.
+
+Modules: this one (the :class:`Deployment`: its state, ``up``, ``run``, ``down``, ``status``);
+:mod:`.config` (paths, environment, node specs, ports, flwr's version); :mod:`.processes`
+(process identity, stopping process groups); :mod:`.logs` (what the processes' logs say);
+:mod:`.runs` (``flwr run``: the staged app, its streamed log, the outcome); :mod:`.certs` (key
+material).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
-import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
 from .certs import TlsFiles, make_supernode_keys, make_tls_certificates, private_dir, write_owner_only
-from .processes import descendants, is_alive, start_time
+from .config import (
+    BASE_ENV,
+    CONNECTION_NAME,
+    DEFAULT_STATE_DIR,
+    HOST,
+    REPO_ROOT,
+    DeploymentError,
+    NodeSpec,
+    flwr_version,
+    format_node_config,
+    free_port,
+    node_specs,
+    port_open,
+)
+from .logs import active_node_ids, iter_lines, logged_node_id, strip_ansi, tail
+from .processes import ProcInfo, descendants, signal_group, start_time, stop_processes, wait_gone
+from .runs import RunOutcome, read_result, stage_app, stream_run, write_run_config
 
+# Deployment is defined here; the other names moved out of this module and stay importable from
+# it, by module of origin (the package re-exports them all).
 __all__ = [
-    "REPO_ROOT",
-    "DEFAULT_STATE_DIR",
-    "CONNECTION_NAME",
     "Deployment",
+    # .config
+    "CONNECTION_NAME",
+    "DEFAULT_STATE_DIR",
+    "REPO_ROOT",
     "DeploymentError",
     "NodeSpec",
-    "ProcInfo",
-    "RunOutcome",
-    "descendants",
     "flwr_version",
     "format_node_config",
     "free_port",
+    # .processes
+    "ProcInfo",
+    "descendants",
+    # .logs
     "iter_lines",
+    # .runs
+    "RunOutcome",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_STATE_DIR = REPO_ROOT / ".deploy"
-CONNECTION_NAME = "signguard-deploy"
-HOST = "127.0.0.1"
 
-# Offline and quiet, for every process we start (the SuperLink and SuperNodes pass their
-# environment on to the SuperExec and app processes they spawn).
-BASE_ENV = {
-    "FLWR_TELEMETRY_ENABLED": "0",
-    "FLWR_DISABLE_UPDATE_CHECK": "1",
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "PYTHONUNBUFFERED": "1",
-    "NO_COLOR": "1",
-}
-
-_ACTIVATED = re.compile(r"\[Fleet\.ActivateNode\] Activated node_id=(\d+)")
-_DEACTIVATED = re.compile(r"\[Fleet\.DeactivateNode\] Deactivated node_id=(\d+)")
-_NODE_ID = re.compile(r"SuperNode ID: (\d+)")
-_RUN_ID = re.compile(r"Successfully started run (\d+)")
-_RESULTS = re.compile(r"results in (\S+\.json)")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-# The app's own packages; `flwr run` packs their .py files into the FAB.
-APP_PACKAGES = ("clients", "simulations", "signguard_flwr")
+Say = Callable[..., None]
 
 
-class DeploymentError(RuntimeError):
-    """A deployment step failed (the message names the step and points at its log)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Processes
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ProcInfo:
-    """One process we started: enough to find it again and to stop exactly it."""
-
-    role: str
-    pid: int
-    start_time: float | None
-    log: str
-    flwr_home: str
-    cmd: list[str]
-    port: int = 0
-    partition_id: int | None = None
-    node_config: dict[str, Any] = field(default_factory=dict)
-    node_id: int | None = None
-
-    def alive(self) -> bool:
-        return is_alive(self.pid, self.start_time)
-
-
-@dataclass
-class NodeSpec:
-    """One SuperNode: its partition and extra node config (``byzantine``, ``attack``, ``fault``...)."""
-
-    partition_id: int
-    byzantine: bool = False
-    attack: str = "none"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def node_config(self, num_partitions: int) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "partition-id": self.partition_id,
-            "num-partitions": num_partitions,
-            "byzantine": self.byzantine,
-        }
-        if self.byzantine:
-            config["attack"] = self.attack
-        config.update(self.extra)
-        return config
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))  # a TOML basic string
-
-
-def format_node_config(config: Mapping[str, Any]) -> str:
-    """``--node-config`` text: ``key=value`` pairs, strings quoted (flwr parses each as TOML)."""
-    return " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_open(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def flwr_version(bin_dir: Path) -> tuple[int, int, int]:
-    """The flwr version installed beside ``bin_dir/python``."""
-    out = subprocess.run(
-        [str(bin_dir / "python"), "-c", "import flwr; print(flwr.__version__)"],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout.strip()
-    parts = [int(p) for p in re.findall(r"\d+", out)[:3]]
-    return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
-
-
-def _tail(path: str | Path, lines: int = 25) -> str:
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(_ANSI.sub("", text).splitlines()[-lines:])
-
-
-@dataclass
-class RunOutcome:
-    """What ``flwr run`` produced."""
-
-    returncode: int
-    seconds: float
-    run_id: int | None
-    log: str
-    results_dir: str
-    result: dict[str, Any] | None
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and self.result is not None
-
-
-# --------------------------------------------------------------------------------------------
-# The deployment
-# --------------------------------------------------------------------------------------------
+def _printer(log: IO[str] | None) -> Say:
+    """``say(*args)``: print to ``log`` (flushed), or do nothing without one."""
+    return (lambda *a: print(*a, file=log, flush=True)) if log is not None else (lambda *a: None)
 
 
 class Deployment:
@@ -300,32 +192,41 @@ class Deployment:
         more node config per partition id (e.g. ``{2: {"fault": "nan"}}``).  ``auth`` needs
         ``tls`` (flwr refuses SuperNode authentication over plain HTTP).
         """
-        from clients.attacks import get_attack, is_client_side
-
-        say = (lambda *a: print(*a, file=log, flush=True)) if log is not None else (lambda *a: None)
+        say = _printer(log)
         if self.is_up():
             raise DeploymentError(f"a deployment is already running from {self.state_dir} (PIDs {self.pids()}); "
                                   "run `python -m simulations.deploy down` first")
         if auth and not tls:
             raise DeploymentError("SuperNode authentication needs TLS: pass --tls with --auth")
-        if isinstance(nodes, int):
-            if nodes < 1:
-                raise DeploymentError("need at least one SuperNode")
-            if not 0 <= byzantine < nodes:
-                raise DeploymentError(f"--byzantine must be in [0, {nodes}), got {byzantine}")
-            get_attack(attack)
-            if byzantine and not is_client_side(attack):
-                raise DeploymentError(
-                    f"attack {attack!r} is not a client-side attack: colluding attacks (lie, byzmean, "
-                    "min_max, min_sum) need a collusion channel between the Byzantine nodes, which a "
-                    "deployment does not have (see docs/deployment.md); time_varying is simulation-only")
-            specs = [NodeSpec(i, byzantine=i < byzantine, attack=attack) for i in range(nodes)]
-        else:
-            specs = list(nodes)
-        for spec in specs:
-            spec.extra = {**spec.extra, **dict((node_extra or {}).get(spec.partition_id, {}))}
-        n = len(specs)
+        specs = node_specs(nodes, byzantine, attack, node_extra)
+        self._new_state(specs, tls=tls, auth=auth, port=port)
+        t0 = time.monotonic()
+        try:
+            tls_files: TlsFiles | None = None
+            if tls:
+                tls_files = make_tls_certificates(self.state_dir / "certs")
+                self.state["certs"] = str(tls_files.directory)
+            self.write_flower_config(tls_files)
+            superlink = self._start_superlink(tls_files, say)
+            self._wait(lambda: port_open(self.state["control_port"]) and port_open(self.state["fleet_port"]),
+                       startup_timeout, "the SuperLink to listen", superlink)
+            keys = self._register_supernode_keys(specs, say) if auth else {}
+            self._start_supernodes(specs, tls_files, keys, say)
+            n = len(specs)
+            self._wait(lambda: len(self.connected_node_ids()) >= n, startup_timeout,
+                       f"{n} SuperNodes to connect", superlink, check_all=True)
+            self._record_node_ids()
+            self.state["up_seconds"] = round(time.monotonic() - t0, 2)
+            self._save()
+            say(f"{n} SuperNodes connected in {self.state['up_seconds']:.1f} s; Flower config: "
+                f"{self.cli_home / 'config.toml'}")
+        except BaseException:
+            self.down(timeout=10.0)
+            raise
+        return self.state
 
+    def _new_state(self, specs: Sequence[NodeSpec], *, tls: bool, auth: bool, port: int | None) -> None:
+        """A fresh ``state.json`` for ``specs``: flwr version, transport, ports; no process yet."""
         version = flwr_version(self.bin_dir)
         transport = "http" if version >= (1, 40, 0) else "grpc"
         # Owner-only: the state folder holds keys, the CLI's connection config and the CA; a
@@ -340,7 +241,7 @@ class Deployment:
             "host": HOST,
             "tls": tls,
             "auth": auth,
-            "num_nodes": n,
+            "num_nodes": len(specs),
             "byzantine_partitions": sorted(s.partition_id for s in specs if s.byzantine),
             "attack": next((s.attack for s in specs if s.byzantine), "none"),
             "superlink": None,
@@ -350,81 +251,71 @@ class Deployment:
         fleet_port = control_port if transport == "http" else free_port()
         self.state.update(control_port=control_port, fleet_port=fleet_port)
         self._save()
-        t0 = time.monotonic()
-        try:
-            tls_files: TlsFiles | None = None
-            if tls:
-                tls_files = make_tls_certificates(self.state_dir / "certs")
-                self.state["certs"] = str(tls_files.directory)
-            self.write_flower_config(tls_files)
 
-            # --- SuperLink
-            cmd = [str(self.bin_dir / "flower-superlink"), "--host", HOST, "--port", str(control_port),
-                   "--disable-runtime-dependency-installation"]
-            if transport == "grpc":
-                cmd += ["--fleet-api-type", "grpc-rere", "--fleet-api-address", f"{HOST}:{fleet_port}"]
+    def _start_superlink(self, tls_files: TlsFiles | None, say: Say) -> ProcInfo:
+        """Spawn ``flower-superlink`` on the state's ports (TLS and node auth as the state says)."""
+        transport, control_port, fleet_port = (self.state[k] for k in ("transport", "control_port", "fleet_port"))
+        tls = self.state["tls"]
+        cmd = [str(self.bin_dir / "flower-superlink"), "--host", HOST, "--port", str(control_port),
+               "--disable-runtime-dependency-installation"]
+        if transport == "grpc":
+            cmd += ["--fleet-api-type", "grpc-rere", "--fleet-api-address", f"{HOST}:{fleet_port}"]
+        if tls_files is not None:
+            cmd += ["--ssl-ca-certfile", str(tls_files.ca_cert), "--ssl-certfile", str(tls_files.server_cert),
+                    "--ssl-keyfile", str(tls_files.server_key)]
+        else:
+            cmd.append("--insecure")
+        if self.state["auth"]:
+            cmd.append("--enable-supernode-auth")
+        superlink = self._spawn("superlink", cmd, self.state_dir / "superlink", port=control_port)
+        self.state["superlink"] = asdict(superlink)
+        self._save()
+        say(f"SuperLink pid {superlink.pid} on {HOST}:{control_port} (flwr {self.state['flwr_version']}, "
+            f"fleet over {transport.upper()}{'S' if tls and transport == 'http' else ''}"
+            f"{' + TLS' if tls and transport == 'grpc' else ''}{f', port {fleet_port}' if transport == 'grpc' else ''})")
+        return superlink
+
+    def _register_supernode_keys(self, specs: Sequence[NodeSpec], say: Say) -> dict[int, Path]:
+        """A key pair per node, each public key registered with the SuperLink before the nodes start.
+
+        Returns the private key file per partition id.
+        """
+        keys: dict[int, Path] = {}
+        for spec in specs:
+            private, public = make_supernode_keys(self.state_dir / "keys", f"node-{spec.partition_id}")
+            out = self.flwr(["supernode", "register", str(public), CONNECTION_NAME, "--name",
+                             f"node-{spec.partition_id}"], timeout=120)
+            if out.returncode != 0:
+                raise DeploymentError(f"`flwr supernode register` failed for node {spec.partition_id}:\n"
+                                      f"{out.stdout}{out.stderr}")
+            keys[spec.partition_id] = private
+            say(f"registered {public.name}: {strip_ansi(out.stdout).strip().splitlines()[-1:]}")
+        return keys
+
+    def _start_supernodes(self, specs: Sequence[NodeSpec], tls_files: TlsFiles | None, keys: Mapping[int, Path],
+                          say: Say) -> None:
+        """Spawn one ``flower-supernode`` per spec, each recorded in the state as it starts."""
+        n = len(specs)
+        for spec in specs:
+            node_config = spec.node_config(n)
+            node_port = free_port()
+            cmd = [str(self.bin_dir / "flower-supernode"), "--superlink", f"{HOST}:{self.state['fleet_port']}",
+                   "--host", HOST, "--port", str(node_port), "--node-config", format_node_config(node_config)]
+            if self.state["transport"] == "grpc":
+                cmd.append("--grpc-rere")
             if tls_files is not None:
-                cmd += ["--ssl-ca-certfile", str(tls_files.ca_cert), "--ssl-certfile", str(tls_files.server_cert),
-                        "--ssl-keyfile", str(tls_files.server_key)]
+                cmd += ["--root-certificates", str(tls_files.ca_cert)]
             else:
                 cmd.append("--insecure")
-            if auth:
-                cmd.append("--enable-supernode-auth")
-            superlink = self._spawn("superlink", cmd, self.state_dir / "superlink", port=control_port)
-            self.state["superlink"] = asdict(superlink)
+            if self.state["auth"]:
+                cmd += ["--auth-supernode-private-key", str(keys[spec.partition_id])]
+            proc = self._spawn("supernode", cmd, self.state_dir / f"node-{spec.partition_id}", port=node_port,
+                               partition_id=spec.partition_id, node_config=node_config)
+            self.state["nodes"].append(asdict(proc))
             self._save()
-            say(f"SuperLink pid {superlink.pid} on {HOST}:{control_port} (flwr {self.state['flwr_version']}, "
-                f"fleet over {transport.upper()}{'S' if tls and transport == 'http' else ''}"
-                f"{' + TLS' if tls and transport == 'grpc' else ''}{f', port {fleet_port}' if transport == 'grpc' else ''})")
-            self._wait(lambda: _port_open(control_port) and _port_open(fleet_port), startup_timeout,
-                       "the SuperLink to listen", superlink)
-
-            # --- SuperNode keys, registered with the SuperLink before the nodes start
-            keys: dict[int, Path] = {}
-            if auth:
-                for spec in specs:
-                    private, public = make_supernode_keys(self.state_dir / "keys", f"node-{spec.partition_id}")
-                    out = self.flwr(["supernode", "register", str(public), CONNECTION_NAME, "--name",
-                                     f"node-{spec.partition_id}"], timeout=120)
-                    if out.returncode != 0:
-                        raise DeploymentError(f"`flwr supernode register` failed for node {spec.partition_id}:\n"
-                                              f"{out.stdout}{out.stderr}")
-                    keys[spec.partition_id] = private
-                    say(f"registered {public.name}: {_ANSI.sub('', out.stdout).strip().splitlines()[-1:]}")
-
-            # --- SuperNodes
-            for spec in specs:
-                node_config = spec.node_config(n)
-                node_port = free_port()
-                cmd = [str(self.bin_dir / "flower-supernode"), "--superlink", f"{HOST}:{fleet_port}",
-                       "--host", HOST, "--port", str(node_port), "--node-config", format_node_config(node_config)]
-                if transport == "grpc":
-                    cmd.append("--grpc-rere")
-                if tls_files is not None:
-                    cmd += ["--root-certificates", str(tls_files.ca_cert)]
-                else:
-                    cmd.append("--insecure")
-                if auth:
-                    cmd += ["--auth-supernode-private-key", str(keys[spec.partition_id])]
-                proc = self._spawn("supernode", cmd, self.state_dir / f"node-{spec.partition_id}", port=node_port,
-                                   partition_id=spec.partition_id, node_config=node_config)
-                self.state["nodes"].append(asdict(proc))
-                self._save()
-                say(f"SuperNode pid {proc.pid}: partition {spec.partition_id}/{n}"
-                    f"{' BYZANTINE (' + spec.attack + ')' if spec.byzantine else ''}"
-                    f"{''.join(f' {k}={v}' for k, v in spec.extra.items())}")
-
-            self._wait(lambda: len(self.connected_node_ids()) >= n, startup_timeout,
-                       f"{n} SuperNodes to connect", superlink, check_all=True)
-            self._record_node_ids()
-            self.state["up_seconds"] = round(time.monotonic() - t0, 2)
-            self._save()
-            say(f"{n} SuperNodes connected in {self.state['up_seconds']:.1f} s; Flower config: "
-                f"{self.cli_home / 'config.toml'}")
-        except BaseException:
-            self.down(timeout=10.0)
-            raise
-        return self.state
+            say(f"SuperNode pid {proc.pid}: partition {spec.partition_id}/{n}"
+                f"{' BYZANTINE (' + spec.attack + ')' if spec.byzantine else ''}"
+                f"{''.join(f' {k}={v}' for k, v in spec.extra.items())}")
 
     def _wait(self, cond, timeout: float, what: str, proc: ProcInfo, *, check_all: bool = False) -> None:
         deadline = time.monotonic() + timeout
@@ -432,36 +323,20 @@ class Deployment:
             dead = [p for p in (self.processes if check_all else [proc]) if not p.alive()]
             if dead:
                 raise DeploymentError(f"{dead[0].role} (pid {dead[0].pid}) exited while waiting for {what}; "
-                                      f"log {dead[0].log}:\n{_tail(dead[0].log)}")
+                                      f"log {dead[0].log}:\n{tail(dead[0].log)}")
             if time.monotonic() > deadline:
                 raise DeploymentError(f"timed out after {timeout:.0f} s waiting for {what}; log {proc.log}:\n"
-                                      f"{_tail(proc.log)}")
+                                      f"{tail(proc.log)}")
             time.sleep(0.5)
 
     def connected_node_ids(self) -> set[int]:
         """Node ids the SuperLink has activated and not deactivated (from its log)."""
         link = self.superlink
-        if link is None:
-            return set()
-        try:
-            text = Path(link.log).read_text(errors="replace")
-        except OSError:
-            return set()
-        active: set[int] = set()
-        for line in text.splitlines():
-            if m := _ACTIVATED.search(line):
-                active.add(int(m.group(1)))
-            elif m := _DEACTIVATED.search(line):
-                active.discard(int(m.group(1)))
-        return active
+        return set() if link is None else active_node_ids(link.log)
 
     def _record_node_ids(self) -> None:
         for node in self.state["nodes"]:
-            try:
-                m = _NODE_ID.search(Path(node["log"]).read_text(errors="replace"))
-            except OSError:
-                m = None
-            node["node_id"] = int(m.group(1)) if m else None
+            node["node_id"] = logged_node_id(node["log"])
 
     # ------------------------------------------------------------------ Flower config / CLI
     def write_flower_config(self, tls_files: TlsFiles | None) -> Path:
@@ -492,34 +367,8 @@ class Deployment:
 
     def stage_app(self, clientapp: str | None = None, serverapp: str | None = None,
                   app_root: Path = REPO_ROOT) -> Path:
-        """Copy the app (pyproject + the .py files of its packages) into ``app/``.
-
-        ``flwr run`` packs what it finds in the app directory into the FAB: staging keeps
-        ``flwr run`` from touching the repository and lets a test swap the ClientApp component
-        (``simulations.deploy.faults:app``) without editing ``pyproject.toml``.
-        """
-        dest = self.state_dir / "app"
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.mkdir(parents=True)
-        text = (app_root / "pyproject.toml").read_text()
-        for key, value in (("clientapp", clientapp), ("serverapp", serverapp)):
-            if value:
-                text, count = re.subn(rf'(?m)^{key}\s*=.*$', f'{key} = "{value}"', text)
-                if count != 1:
-                    raise DeploymentError(f"could not set {key} in the staged pyproject.toml")
-        (dest / "pyproject.toml").write_text(text)
-        for name in ("README.md", "LICENSE"):
-            if (app_root / name).is_file():
-                shutil.copy2(app_root / name, dest / name)
-        for package in APP_PACKAGES:
-            for src in (app_root / package).rglob("*.py"):
-                if "__pycache__" in src.parts:
-                    continue
-                target = dest / src.relative_to(app_root)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, target)
-        return dest
+        """Stage the app into ``app/`` for ``flwr run`` (see :func:`.runs.stage_app`); return that folder."""
+        return stage_app(self.state_dir / "app", clientapp=clientapp, serverapp=serverapp, app_root=app_root)
 
     # ------------------------------------------------------------------ run
     def run(
@@ -564,8 +413,7 @@ class Deployment:
         if min_nodes is not None:
             config["min-nodes"] = int(min_nodes)
         config.update(run_config or {})
-        override = results_dir / "run-config.toml"
-        override.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in config.items()))
+        override = write_run_config(results_dir / "run-config.toml", config)
         app_dir = self.stage_app(clientapp=clientapp)
         log_path = results_dir / "flwr-run.log"
         cmd = [str(self.bin_dir / "flwr"), "run", str(app_dir), CONNECTION_NAME, "--run-config", str(override),
@@ -573,68 +421,17 @@ class Deployment:
         env = self.env(self.cli_home)
         env["COLUMNS"] = "200"
         t0 = time.monotonic()
-        run_id = None
-        result_path = None
-        with open(log_path, "w") as log_fh:
-            log_fh.write(f"$ {' '.join(cmd)}\n")
-            proc = subprocess.Popen(cmd, cwd=app_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
-            lines: queue.Queue[str | None] = queue.Queue()
-
-            def pump() -> None:
-                assert proc.stdout is not None
-                for raw in proc.stdout:
-                    lines.put(raw)
-                lines.put(None)
-
-            reader = threading.Thread(target=pump, daemon=True)
-            reader.start()
-            try:
-                deadline = None if timeout is None else t0 + timeout
-                while True:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise TimeoutError(f"flwr run did not finish within {timeout:.0f} s (log {log_path})")
-                    try:
-                        raw = lines.get(timeout=1.0)
-                    except queue.Empty:
-                        continue
-                    if raw is None:
-                        break
-                    line = _ANSI.sub("", raw)
-                    log_fh.write(line)
-                    log_fh.flush()
-                    if stream is not None:
-                        stream.write(line)
-                        stream.flush()
-                    if run_id is None and (m := _RUN_ID.search(line)):
-                        run_id = int(m.group(1))
-                    if m := _RESULTS.search(line):
-                        result_path = m.group(1)
-                    if on_line is not None:
-                        on_line(line)
-                proc.wait(timeout=60)
-            except BaseException:
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-                if run_id is not None and self.is_up():
-                    self.flwr(["stop", str(run_id), CONNECTION_NAME], timeout=60)
-                raise
-            finally:
-                reader.join(timeout=5)
+        streamed = stream_run(cmd, cwd=app_dir, env=env, log_path=log_path, timeout=timeout, stream=stream,
+                              on_line=on_line, stop=self._stop_run)
         seconds = time.monotonic() - t0
-        result = None
-        candidates = [Path(result_path)] if result_path else sorted(results_dir.glob("*.json"))
-        for path in candidates:
-            if path.is_file():
-                result = json.loads(path.read_text())
-                break
-        return RunOutcome(returncode=proc.returncode, seconds=seconds, run_id=run_id, log=str(log_path),
-                          results_dir=str(results_dir), result=result)
+        return RunOutcome(returncode=streamed.returncode, seconds=seconds, run_id=streamed.run_id,
+                          log=str(log_path), results_dir=str(results_dir),
+                          result=read_result(streamed.result_path, results_dir))
+
+    def _stop_run(self, run_id: int) -> None:
+        # An interrupted `flwr run` leaves the run going on the SuperLink: stop it there too.
+        if self.is_up():
+            self.flwr(["stop", str(run_id), CONNECTION_NAME], timeout=60)
 
     # ------------------------------------------------------------------ faults
     def kill_node(self, partition_id: int, sig: int = signal.SIGKILL) -> int:
@@ -642,38 +439,12 @@ class Deployment:
         for node in self.nodes:
             if node.partition_id == partition_id:
                 if node.alive():
-                    self._signal_group(node, sig)
-                    self._reap(node.pid, 10.0)
+                    signal_group(node, sig)
+                    wait_gone(node.pid, 10.0, self._popen.get(node.pid))
                 return node.pid
         raise DeploymentError(f"no SuperNode with partition id {partition_id}")
 
     # ------------------------------------------------------------------ down
-    def _signal_group(self, proc: ProcInfo, sig: int) -> None:
-        if not proc.alive():
-            return
-        try:
-            os.killpg(proc.pid, sig)  # start_new_session: the group id is the leader's PID
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            os.kill(proc.pid, sig)
-
-    def _reap(self, pid: int, timeout: float) -> bool:
-        """Wait up to ``timeout`` for ``pid`` to exit (reaping it if it is our child)."""
-        popen = self._popen.get(pid)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if popen is not None:
-                try:
-                    popen.wait(timeout=0.2)
-                    return True
-                except subprocess.TimeoutExpired:
-                    continue
-            if start_time(pid) is None:
-                return True
-            time.sleep(0.2)
-        return False
-
     def down(self, timeout: float = 15.0, log: IO[str] | None = None) -> list[int]:
         """Stop everything this deployment started; return the PIDs that were signalled.
 
@@ -682,42 +453,10 @@ class Deployment:
         descendants (SuperExec, ``flwr-serverapp``, ``flwr-clientapp``) that outlived their
         parent.  Only PIDs recorded in ``state.json`` (with their start time) are signalled.
         """
-        say = (lambda *a: print(*a, file=log, flush=True)) if log is not None else (lambda *a: None)
+        say = _printer(log)
         stopped: list[int] = []
         for group in (self.nodes, [p for p in [self.superlink] if p is not None]):
-            live = [p for p in group if p.alive()]
-            # Snapshot each process's descendants now: once a parent dies they are reparented.
-            family: dict[int, list[tuple[int, float | None]]] = {
-                p.pid: [(d, start_time(d)) for d in descendants(p.pid)] for p in live
-            }
-            for proc in live:
-                self._signal_group(proc, signal.SIGTERM)
-                stopped.append(proc.pid)
-            deadline = time.monotonic() + timeout
-            for proc in live:
-                if not self._reap(proc.pid, max(0.1, deadline - time.monotonic())):
-                    say(f"{proc.role} pid {proc.pid} ignored SIGTERM for {timeout:.0f} s: SIGKILL")
-                    self._signal_group(proc, signal.SIGKILL)
-                    self._reap(proc.pid, 5.0)
-                say(f"stopped {proc.role} pid {proc.pid}"
-                    f"{'' if proc.partition_id is None else f' (partition {proc.partition_id})'}")
-            # Descendants in sessions of their own (the SuperLink's SuperExec is one) watch their
-            # parent and exit on their own; whatever is left gets SIGTERM, then SIGKILL.
-            leftovers = [(d, st) for p in live for d, st in family[p.pid] if st is not None]
-            for sig, grace in ((None, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-                leftovers = [(d, st) for d, st in leftovers if is_alive(d, st)]
-                if not leftovers:
-                    break
-                for pid, _ in leftovers:
-                    if sig is not None:
-                        say(f"{signal.Signals(sig).name} leftover pid {pid}")
-                        try:
-                            os.kill(pid, sig)
-                        except ProcessLookupError:
-                            pass
-                end = time.monotonic() + grace
-                while time.monotonic() < end and any(is_alive(d, st) for d, st in leftovers):
-                    time.sleep(0.2)
+            stopped += stop_processes(group, timeout, say, self._popen)
         for pid, popen in list(self._popen.items()):
             if popen.poll() is None:
                 popen.kill()
@@ -759,8 +498,3 @@ class Deployment:
                 f"{CONNECTION_NAME} --run-config \"num-clients={self.state.get('num_nodes')} "
                 f"num-byzantine={len(self.state.get('byzantine_partitions', []))} byzantine-placement='first' "
                 f"attack='{self.state.get('attack')}' rounds=3\" --stream")
-
-
-def iter_lines(path: str | Path) -> Iterable[str]:
-    """The lines of a log without ANSI colours."""
-    return _ANSI.sub("", Path(path).read_text(errors="replace")).splitlines()
