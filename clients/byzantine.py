@@ -21,7 +21,7 @@ handler trains on labels ``C − 1 − y`` because the mod sets the attack's ``i
 ``lie-batches`` honest updates of the client's own data).
 **Colluding attacks** (lie, byzmean, min_max, min_sum) need the other clients' updates, which a
 client never sees: the wrapper then behaves honestly and the simulation's omniscient adversary
-(:mod:`simulations.adversary`) rewrites the reply.  In a deployment they would need a collusion
+(:mod:`simulations.engine.adversary`) rewrites the reply.  In a deployment they would need a collusion
 channel between the Byzantine nodes, which is out of scope (``docs/threat-model.md``).
 
 The reply keeps the honest reply's metadata, metrics and ``"diag"`` records and its buffers

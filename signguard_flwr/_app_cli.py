@@ -3,7 +3,7 @@
 The simulation CLI lives in the Flower app's ``simulations`` package, which the wheel does not
 ship (see pyproject.toml).  The command therefore works from a checkout of the repository:
 installed in editable mode it finds the app next to this package; otherwise it looks in the
-current directory and its parents for a folder holding ``simulations/cli.py``.
+current directory and its parents for a folder holding ``simulations/cli/main.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def _app_root() -> Path | None:
     candidates = [Path(__file__).resolve().parents[1], *Path.cwd().resolve().parents]
     candidates.insert(1, Path.cwd().resolve())
     for root in candidates:
-        if (root / "simulations" / "cli.py").is_file() and (root / "clients").is_dir():
+        if (root / "simulations" / "cli" / "main.py").is_file() and (root / "clients").is_dir():
             return root
     return None
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from simulations.cli import main as cli_main
+    from simulations.cli.main import main as cli_main
 
     return cli_main(argv)
 

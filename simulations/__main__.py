@@ -1,8 +1,8 @@
-"""``python -m simulations``: the ``signguard-sim`` command (see :mod:`simulations.cli`)."""
+"""``python -m simulations``: the ``signguard-sim`` command (see :mod:`simulations.cli.main`)."""
 
 from __future__ import annotations
 
-from .cli import main
+from .cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

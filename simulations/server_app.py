@@ -30,7 +30,7 @@ from flwr.supercore import log
 from clients.schema import SERVERAPP_SETTINGS
 
 from .config import ExperimentConfig
-from .experiment import check_run, run_on_grid
+from .engine import check_run, run_on_grid
 
 app = ServerApp()
 

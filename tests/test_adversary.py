@@ -1,4 +1,4 @@
-"""Omniscient adversary (simulations/adversary.py) on a fake Grid, plus Ray integration runs."""
+"""Omniscient adversary (simulations/engine/adversary.py) on a fake Grid, plus Ray integration runs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from flwr.serverapp import Grid
 
 from clients.attacks import ATTACKS, AttackResult, byzmean, knowledge_rows, lie, lie_z_max, min_max, register_attack
 from clients.byzantine import ADVERSARY_DIRECTIVE_KEY
-from simulations.adversary import OmniscientAdversary
+from simulations.engine import OmniscientAdversary
 
 D = 7
 KEYS = ["layer.weight", "layer.bias"]

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from simulations import cli, paper_sweeps
-from simulations import sweep as sweep_module
-from simulations.cli import main
+import simulations.cli.args as cli_args
+import simulations.cli.main as cli
+from simulations.cli.main import main
 from simulations.config import ExperimentConfig
-from simulations.experiment import RoundRecord, RunResult
+from simulations.engine import RoundRecord, RunResult
+from simulations.sweeps import named as named_sweeps
+from simulations.sweeps import runner as sweep_module
 
 TINY = ["--num-clients", "4", "--num-byzantine", "1", "--rounds", "2", "--eval-every", "1", "-q"]
 SUMMARY_KEYS = {
@@ -54,12 +56,12 @@ def test_run_end_to_end_writes_json_and_csv(tmp_path: Path, capsys) -> None:
 
 
 def test_every_experiment_setting_has_a_flag() -> None:
-    flags = {s.attr for s in cli.CONFIG_FLAGS}
+    flags = {s.attr for s in cli_args.CONFIG_FLAGS}
     assert flags == {f.name for f in dataclasses.fields(ExperimentConfig)}
-    parser = cli.build_parser()
+    parser = cli_args.build_parser()
     run_help = " ".join(parser._subparsers._group_actions[0].choices["run"].format_help().split())  # noqa: SLF001
-    for setting in cli.CONFIG_FLAGS:
-        assert cli.option(setting) in run_help
+    for setting in cli_args.CONFIG_FLAGS:
+        assert cli_args.option(setting) in run_help
     # Help and defaults come from the settings table (the one default of signguard-sim and flwr run).
     assert "communication rounds (default 150)" in run_help and "every k rounds (and the last) (default 5)" in run_help
     assert "--byzantine-fraction" in run_help and "--engine" in run_help and "--ray-address" in run_help
@@ -67,14 +69,14 @@ def test_every_experiment_setting_has_a_flag() -> None:
 
 
 def test_run_flags_map_to_the_config() -> None:
-    args = cli.build_parser().parse_args([
+    args = cli_args.build_parser().parse_args([
         "run", "--task", "digits", "--defense", "multi_krum", "--defense-params", "f=3", "--attack", "lie",
         "--attack-params", "z=0.5", "--num-clients", "20", "--byzantine-fraction", "0.25", "--partition", "shard",
         "--partition-s", "0.5", "--rounds", "7", "--batch-size", "16", "--client-mode", "fedavg", "--local-lr", "0.05",
         "--local-epochs", "2", "--server-lr", "0.5", "--momentum", "0", "--weight-decay", "0", "--lr-milestones", "3,5",
         "--seed", "4", "--eval-every", "2", "--knowledge", "benign", "--byzantine-placement", "first", "--declared-f", "4",
     ])
-    cfg = cli.config_from_args(args)
+    cfg = cli_args.config_from_args(args)
     assert cfg == ExperimentConfig(
         task="digits", defense="multi_krum", defense_params={"f": 3}, attack="lie", attack_params={"z": 0.5},
         num_clients=20, num_byzantine=5, partition="shard", partition_s=0.5, rounds=7, batch_size=16,
@@ -84,18 +86,18 @@ def test_run_flags_map_to_the_config() -> None:
 
 
 def test_sweep_flags_expand_to_the_product() -> None:
-    args = cli.build_parser().parse_args([
+    args = cli_args.build_parser().parse_args([
         "sweep", "--defense", "mean,signguard", "--attack", "none,lie", "--byzantine-fraction", "0.1,0.2",
         "--num-clients", "20", "--defense-params", "",
     ])
-    configs = cli.configs_from_sweep_args(args)
+    configs = cli_args.configs_from_sweep_args(args)
     assert len(configs) == 8
     assert {(c.defense, c.attack, c.num_byzantine) for c in configs} == {
         (d, a, m) for d in ("mean", "signguard") for a in ("none", "lie") for m in (2, 4)
     }
     # Alternatives of rule parameters are separated by ';' (',' separates the parameters).
-    args = cli.build_parser().parse_args(["sweep", "--defense", "signguard_sim", "--defense-params", "clip=False,norm_filter=False;clip=True"])
-    assert [c.defense_params for c in cli.configs_from_sweep_args(args)] == [{"clip": False, "norm_filter": False}, {"clip": True}]
+    args = cli_args.build_parser().parse_args(["sweep", "--defense", "signguard_sim", "--defense-params", "clip=False,norm_filter=False;clip=True"])
+    assert [c.defense_params for c in cli_args.configs_from_sweep_args(args)] == [{"clip": False, "norm_filter": False}, {"clip": True}]
 
 
 def test_sweep_is_resumable(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,7 +192,7 @@ def test_sweep_jobs_rejects_bad_values(tmp_path: Path, capsys) -> None:
 def test_sweep_list_and_dry_run(tmp_path: Path, capsys) -> None:
     assert main(["sweep", "--list"]) == 0
     listing = capsys.readouterr().out
-    for name, build in paper_sweeps.SWEEPS.items():
+    for name, build in named_sweeps.SWEEPS.items():
         line = next(line for line in listing.splitlines() if line.startswith(name + " "))
         assert f" {len(build())} " in line
     assert main(["sweep", "table1-mnist", "--dry-run", "--rounds", "3", "--results-dir", str(tmp_path)]) == 0
@@ -250,7 +252,7 @@ def test_sweep_dry_run_names_unmeasured_tasks(tmp_path: Path, capsys, monkeypatc
 def test_main_job_is_the_default(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, stop_resource_tracker) -> None:
     base = ExperimentConfig(task="digits", num_clients=4, num_byzantine=1, rounds=2, eval_every=1)
     tiny_main = lambda: [base.replace(defense=d, attack=a) for a in ("none", "sign_flip") for d in ("mean", "signguard")]  # noqa: E731
-    monkeypatch.setitem(paper_sweeps.SWEEPS, "main", tiny_main)
+    monkeypatch.setitem(named_sweeps.SWEEPS, "main", tiny_main)
     monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
     assert main(["-q"]) == 0
     out_dir = tmp_path / "results" / "main"
@@ -265,7 +267,7 @@ def test_main_job_is_the_default(tmp_path: Path, capsys, monkeypatch: pytest.Mon
 
 
 def test_the_real_main_job_is_the_paper_setting() -> None:
-    configs = paper_sweeps.build_sweep("main")
+    configs = named_sweeps.build_sweep("main")
     assert {(c.defense, c.attack) for c in configs} == {
         (d, a) for d in ("mean", "median", "multi_krum", "signguard") for a in ("none", "min_max")
     }
@@ -274,7 +276,7 @@ def test_the_real_main_job_is_the_paper_setting() -> None:
 
 
 BAD = [
-    (["run", "--defense", "foo"], "unknown defense 'foo'; known: bulyan, dnc, geomed, krum, mean, median, multi_krum, signguard"),
+    (["run", "--defense", "foo"], "unknown defense 'foo'; known: bulyan, centered_clipping, dnc, geomed, krum, mean, median, multi_krum"),
     (["run", "--attack", "bar"], "unknown attack 'bar'; known: agr_tailored, byzmean, fang_krum"),
     (["run", "--task", "baz"], "unknown task 'baz'; known: agnews, cifar10, digits, fmnist, mnist"),
     (["sweep", "--defense", "mean,foo"], "unknown defense 'foo'"),
@@ -339,7 +341,7 @@ def test_infeasible_setups_are_refused_up_front(argv, message, capsys) -> None:
 
 
 def test_download_flag_reaches_the_clients_and_does_not_change_the_run_key() -> None:
-    from simulations.cli import build_parser, config_from_args
+    from simulations.cli.args import build_parser, config_from_args
 
     args = build_parser().parse_args(["run", "--task", "digits", "--download"])
     cfg = config_from_args(args)
@@ -353,16 +355,16 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_run_config_file_with_flags_over_it(tmp_path: Path) -> None:
-    args = cli.build_parser().parse_args(["run", "--config", str(EXAMPLES / "exp.toml"), "--rounds", "7", "--seed", "2"])
-    cfg = cli.config_from_args(args)
+    args = cli_args.build_parser().parse_args(["run", "--config", str(EXAMPLES / "exp.toml"), "--rounds", "7", "--seed", "2"])
+    cfg = cli_args.config_from_args(args)
     assert cfg == ExperimentConfig(task="digits", num_clients=20, num_byzantine=4, defense="signguard", attack="lie",
                                    attack_params={"z": 0.3}, rounds=7, eval_every=5, seed=2)
     # A share in the file applies to the number of clients after the flags; a flag replaces it.
     exp = tmp_path / "exp.toml"
     exp.write_text('byzantine-fraction = 0.25\nattack-params = {z = 0.5}\n')
-    cfg = cli.config_from_args(cli.build_parser().parse_args(["run", "--config", str(exp), "--num-clients", "20"]))
+    cfg = cli_args.config_from_args(cli_args.build_parser().parse_args(["run", "--config", str(exp), "--num-clients", "20"]))
     assert (cfg.num_clients, cfg.num_byzantine, cfg.attack_params) == (20, 5, {"z": 0.5})
-    cfg = cli.config_from_args(cli.build_parser().parse_args(["run", "--config", str(exp), "--num-byzantine", "3"]))
+    cfg = cli_args.config_from_args(cli_args.build_parser().parse_args(["run", "--config", str(exp), "--num-byzantine", "3"]))
     assert (cfg.num_clients, cfg.num_byzantine) == (50, 3)
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from signguard_flwr import RoundDiagnostics
-from simulations.experiment import RoundRecord, RunResult, detection_counts
+from simulations.engine import RoundRecord, RunResult, detection_counts
 
 BYZANTINE = {1, 2, 3}
 NODES = list(range(1, 11))  # 10 clients, 3 Byzantine (1, 2, 3), 7 honest (4..10)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from simulations import cli, report
-from simulations.cli import main
+import simulations.cli.main as cli
+from simulations.cli.main import main
+from simulations.reporting import report
+from simulations.reporting.entries import load_entries
 
 from .test_report import make_result
 
@@ -51,7 +53,7 @@ def test_committed_report_is_regenerated(tmp_path: Path) -> None:
 
 def test_evidence_markdown_is_deterministic(tmp_path: Path) -> None:
     """No date, no absolute path, and the same markdown whatever order the runs come in."""
-    entries = report.load_entries(report.evidence_folders(REPO_ROOT))
+    entries = load_entries(report.evidence_folders(REPO_ROOT))
     assert entries
     markdown, _ = report.build_report(entries, tmp_path, plots=False)
     shuffled = list(entries)

@@ -22,7 +22,7 @@ import pytest
 
 from clients.schema import SERVERAPP_SETTINGS, SETTINGS
 from simulations.config import ExperimentConfig
-from simulations.paper_sweeps import build_sweep
+from simulations.sweeps.named import build_sweep
 
 from .conftest import assert_no_ray_processes, descendant_pids
 

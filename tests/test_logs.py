@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from simulations.logs import RepeatLimiter
+from simulations.engine.logs import RepeatLimiter
 
 
 def _record(msg: str, *args, level: int = logging.WARNING) -> logging.LogRecord:
@@ -29,7 +29,7 @@ def test_repeat_limiter_masks_digits_and_says_when_it_hides() -> None:
 def test_a_command_leaves_flower_logging_as_it_found_it(capsys) -> None:
     import flwr.common.logger  # noqa: F401 - configures the logger on first import
 
-    from simulations.cli import main
+    from simulations.cli.main import main
 
     logger = logging.getLogger("flwr")
     before = (logger.level, list(logger.filters))

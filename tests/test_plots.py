@@ -11,20 +11,22 @@ import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
 
-from simulations import paper_numbers as paper
-from simulations import plots, report
-from simulations.experiment import RunResult
+from simulations.engine import RunResult
+from simulations.reporting import paper_numbers as paper
+from simulations.reporting import plots, summary_figure
+from simulations.reporting.entries import Block, Entry, entries_from_results, group_blocks
+from simulations.reporting.figures import accuracy_series
 from tests.test_report import PNG_MAGIC, make_result
 
 NAN = float("nan")
 
 
-def _entries(*runs: RunResult) -> list[report.Entry]:
-    return report.entries_from_results(runs)
+def _entries(*runs: RunResult) -> list[Entry]:
+    return entries_from_results(runs)
 
 
-def _block(entries: Sequence[report.Entry]) -> report.Block:
-    [block] = report.group_blocks(entries)
+def _block(entries: Sequence[Entry]) -> Block:
+    [block] = group_blocks(entries)
     return block
 
 
@@ -73,7 +75,7 @@ def _accuracy_runs() -> list[RunResult]:
 
 
 def test_accuracy_series_is_the_seed_mean() -> None:
-    series = plots.accuracy_series(_entries(*[make_result(defense="median", attack="lie", accs=a, seed=s)
+    series = accuracy_series(_entries(*[make_result(defense="median", attack="lie", accs=a, seed=s)
                                               for s, a in enumerate(MEDIAN_LIE)]))
     # Round 0 is the initial model (make_result: 10%); round 2 was never evaluated.
     np.testing.assert_array_equal(series.x, [0, 1, 3])
@@ -206,17 +208,17 @@ def _summary_runs() -> list[RunResult]:
 
 
 def test_summary_bars_best_accuracy_by_default() -> None:
-    bars = plots.summary_bars(_entries(*_summary_runs()))
+    bars = summary_figure.summary_bars(_entries(*_summary_runs()))
     assert bars.metric == "best"
     assert bars.accuracy[("Mean", "No attack")] == pytest.approx(92.5)  # best 0.9 and 0.95
     assert bars.accuracy[("SignGuard", "LIE")] == pytest.approx(95.0)
     assert bars.change("Mean", "LIE") == pytest.approx(70.0 - 92.5)
     with pytest.raises(ValueError, match="metric"):
-        plots.summary_bars(_entries(*_summary_runs()), metric="median")
+        summary_figure.summary_bars(_entries(*_summary_runs()), metric="median")
 
 
 def test_summary_bars_order_and_changes() -> None:
-    bars = plots.summary_bars(_entries(*_summary_runs()), metric="final")
+    bars = summary_figure.summary_bars(_entries(*_summary_runs()), metric="final")
     assert bars.defenses == ["Mean", "Multi-Krum", "SignGuard"]  # the report's order
     assert bars.attacks == ["No attack", "Sign-flip", "LIE"]  # no attack first, then the paper's order
     assert bars.accuracy[("Mean", "No attack")] == pytest.approx(91.0)
@@ -229,11 +231,11 @@ def test_summary_bars_order_and_changes() -> None:
 
 def test_plot_main_summary_annotates_drops(tmp_path: Path, figures) -> None:
     entries = _entries(*_summary_runs())
-    path = plots.plot_main_summary(entries, tmp_path / "main" / "summary.png")
+    path = summary_figure.plot_main_summary(entries, tmp_path / "main" / "summary.png")
     assert path == tmp_path / "main" / "summary.png"
     assert path.read_bytes().startswith(PNG_MAGIC)
 
-    fig = plots.main_summary_figure(entries, metric="final")
+    fig = summary_figure.main_summary_figure(entries, metric="final")
     [ax] = fig.axes
     texts = sorted(t.get_text() for t in ax.texts)
     assert texts == sorted(["\u221231.2", "+1.0", "\u22122.0"])
@@ -255,8 +257,8 @@ def test_plot_main_summary_annotates_drops(tmp_path: Path, figures) -> None:
 def test_main_summary_needs_one_setting() -> None:
     mixed = _entries(make_result(defense="mean"), make_result(defense="mean", task="digits"))
     with pytest.raises(ValueError, match="2 settings"):
-        plots.summary_bars(mixed)
+        summary_figure.summary_bars(mixed)
     with pytest.raises(ValueError, match="no runs"):
-        plots.summary_bars([])
-    assert "plot_main_summary" in plots.__all__
-    assert math.isnan(plots.summary_bars(_entries(make_result(accs=(NAN, NAN)))).accuracy[("Mean", "No attack")])
+        summary_figure.summary_bars([])
+    assert "plot_main_summary" in summary_figure.__all__
+    assert math.isnan(summary_figure.summary_bars(_entries(make_result(accs=(NAN, NAN)))).accuracy[("Mean", "No attack")])

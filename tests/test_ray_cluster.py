@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from simulations.config import ExperimentConfig
-from simulations.experiment import run_experiment
+from simulations.engine import run_experiment
 
 from .conftest import assert_no_ray_processes, simulation_env
 

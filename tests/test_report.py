@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from simulations import paper_numbers as paper
-from simulations import report
-from simulations.cli import main
+from simulations.cli.main import main
 from simulations.config import ExperimentConfig
-from simulations.experiment import RoundRecord, RunResult
+from simulations.engine import RoundRecord, RunResult
+from simulations.reporting import paper_numbers as paper
+from simulations.reporting import report, tables
+from simulations.reporting.entries import SIGNGUARD_FAMILY, entries_from_results, load_entries
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -161,8 +162,8 @@ def _header(table: str) -> list[str]:
 
 
 def test_table1_cells_and_paper_pairs(results_dir: Path) -> None:
-    entries = report.load_entries([results_dir])
-    md = report.table1_markdown(entries)
+    entries = load_entries([results_dir])
+    md = tables.table1_markdown(entries)
     assert "Table I — best test accuracy / final test accuracy (%)" in md
     mnist = _section(md, "MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 4 rounds")
     assert _header(mnist) == ["defense", "No attack", "LIE"]
@@ -207,23 +208,23 @@ def _curve(*tail: float, rounds: int = 30, every: int = 10) -> tuple[float, ...]
 
 def test_convergence_line_converged_and_not() -> None:
     converged = make_result(accs=_curve(0.985, 0.986, 0.9855))
-    assert report.has_converged(converged)
-    assert report.last_evaluations(converged) == [(10, pytest.approx(98.5)), (20, pytest.approx(98.6)), (30, pytest.approx(98.55))]
-    line = report.convergence_line(report.entries_from_results([converged]))
+    assert tables.has_converged(converged)
+    assert tables.last_evaluations(converged) == [(10, pytest.approx(98.5)), (20, pytest.approx(98.6)), (30, pytest.approx(98.55))]
+    line = tables.convergence_line(entries_from_results([converged]))
     assert line == (
         "Convergence: Mean (no attack) last three evaluations 98.50, 98.60, 98.55 (rounds 10, 20, 30): "
         "converged (max − min 0.10 ≤ 0.5 points)."
     )
     unconverged = make_result(accs=_curve(0.90, 0.93, 0.95))
-    assert not report.has_converged(unconverged)
-    assert report.convergence_line(report.entries_from_results([unconverged])) == (
+    assert not tables.has_converged(unconverged)
+    assert tables.convergence_line(entries_from_results([unconverged])) == (
         "Convergence: Mean (no attack) last three evaluations 90.00, 93.00, 95.00 (rounds 10, 20, 30): "
         "not converged (max − min 5.00 > 0.5 points)."
     )
     # Exactly 0.5 points is converged; other defenses and attacked Mean runs do not count.
     edge = make_result(accs=_curve(0.90, 0.905, 0.9))
     others = [make_result(defense="signguard", accs=_curve(0.1, 0.5, 0.9)), make_result(attack="lie", accs=_curve(0.1, 0.5, 0.9))]
-    assert report.convergence_line(report.entries_from_results([edge, *others])).endswith(
+    assert tables.convergence_line(entries_from_results([edge, *others])).endswith(
         "90.00, 90.50, 90.00 (rounds 10, 20, 30): converged (max − min 0.50 ≤ 0.5 points)."
     )
     # Several seeds: each seed's values; converged only when every seed is.
@@ -231,12 +232,12 @@ def test_convergence_line_converged_and_not() -> None:
         make_result(accs=_curve(0.985, 0.986, 0.9855), seed=0),
         make_result(accs=_curve(0.97, 0.98, 0.979), seed=1),
     ]
-    assert report.convergence_line(report.entries_from_results(seeds)) == (
+    assert tables.convergence_line(entries_from_results(seeds)) == (
         "Convergence: Mean (no attack) last three evaluations seed 0: 98.50, 98.60, 98.55 (rounds 10, 20, 30); "
         "seed 1: 97.00, 98.00, 97.90 (rounds 10, 20, 30): not converged (seed 1: max − min 1.00 > 0.5 points)."
     )
     seeds[1] = make_result(accs=_curve(0.979, 0.98, 0.9799), seed=1)
-    assert report.convergence_line(report.entries_from_results(seeds)).endswith(
+    assert tables.convergence_line(entries_from_results(seeds)).endswith(
         ": converged (every seed's max − min ≤ 0.5 points, at most 0.10)."
     )
 
@@ -251,7 +252,7 @@ def test_table1_blocks_carry_their_convergence_line() -> None:
         make_result(defense="signguard", attack="none", accs=_curve(0.95, 0.96, 0.97, rounds=300)),
         make_result(accs=_curve(0.89, 0.92, 0.95, rounds=100)),
     ]
-    md = report.table1_markdown(report.entries_from_results(runs))
+    md = tables.table1_markdown(entries_from_results(runs))
     long = _section(md, "MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 300 rounds")
     assert "(rounds 280, 290, 300): converged (every seed's max − min ≤ 0.5 points, at most 0.10)." in long
     assert _row(long, "Mean") == ["Mean", "98.60±0.00 / 98.55±0.00 (99.23)", "–"]
@@ -260,13 +261,13 @@ def test_table1_blocks_carry_their_convergence_line() -> None:
     short = _section(md, "MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 100 rounds")
     assert "89.00, 92.00, 95.00 (rounds 80, 90, 100): not converged (max − min 6.00 > 0.5 points)." in short
     # A block whose every cell averages several seeds has no one-seed footnote.
-    multi = report.table1_markdown(report.entries_from_results(runs[:4]))
+    multi = tables.table1_markdown(entries_from_results(runs[:4]))
     assert "†" not in multi.split("|---", 1)[1]
 
 
 def test_table2_selected_rates_beside_paper(results_dir: Path) -> None:
-    entries = report.load_entries([results_dir])
-    md = report.table2_markdown(entries)
+    entries = load_entries([results_dir])
+    md = tables.table2_markdown(entries)
     assert "CIFAR-10" in md  # says where the paper's numbers come from
     mnist = _section(md, "MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 4 rounds")
     assert _header(mnist) == ["attack", "SignGuard H", "SignGuard M"]
@@ -278,20 +279,20 @@ def test_table2_selected_rates_beside_paper(results_dir: Path) -> None:
 
 
 def test_selected_rates_and_detection(results_dir: Path) -> None:
-    entries = report.load_entries([results_dir])
-    rates = _section(report.selected_rates_markdown(entries), "Digits 8×8 (MLP)")
+    entries = load_entries([results_dir])
+    rates = _section(tables.selected_rates_markdown(entries), "Digits 8×8 (MLP)")
     assert _row(rates, "Multi-Krum") == ["Multi-Krum", "0.714 / 0.333"]
     assert _row(rates, "Mean") == ["Mean", "1.000 / 1.000"]
-    detection = _section(report.detection_markdown(entries), "Digits 8×8 (MLP)")
+    detection = _section(tables.detection_markdown(entries), "Digits 8×8 (MLP)")
     assert _row(detection, "Multi-Krum") == ["Multi-Krum", "0.50 / 0.67"]
     assert _row(detection, "Mean") == ["Mean", "– / 0.00"]  # flags nothing: precision undefined
-    mnist = _section(report.detection_markdown(entries), "MNIST (CNN), IID")
+    mnist = _section(tables.detection_markdown(entries), "MNIST (CNN), IID")
     assert _row(mnist, "SignGuard") == ["SignGuard", "0.33 / 0.20", "0.83 / 1.00"]
 
 
 def test_table3_ablation_rows(results_dir: Path) -> None:
-    entries = report.load_entries([results_dir])
-    md = report.table3_markdown(entries)
+    entries = load_entries([results_dir])
+    md = tables.table3_markdown(entries)
     table = _section(md, "SignGuard-Sim: CIFAR-10 (ResNet-18)")
     assert _header(table) == ["thresholding", "clustering", "norm-clip", "LIE"]
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("| ") and "thresholding" not in line]
@@ -300,25 +301,25 @@ def test_table3_ablation_rows(results_dir: Path) -> None:
         ["", "✓", "✓", "91.00 (93.17)"],
         ["✓", "✓", "✓", "92.00 (92.40)"],
     ]
-    assert report.table3_markdown([e for e in entries if e.ablation is None]) == ""
+    assert tables.table3_markdown([e for e in entries if e.ablation is None]) == ""
     # The full defense's runs under attacks no ablation ran under add no column.
-    extra = report.entries_from_results([
+    extra = entries_from_results([
         make_result(task="cifar10", defense="signguard_sim", attack="noise", accs=(0.5, 0.7)),
     ])
-    table = _section(report.table3_markdown(entries + extra), "SignGuard-Sim: CIFAR-10 (ResNet-18)")
+    table = _section(tables.table3_markdown(entries + extra), "SignGuard-Sim: CIFAR-10 (ResNet-18)")
     assert _header(table) == ["thresholding", "clustering", "norm-clip", "LIE"]
 
 
 def test_table3_shows_attack_parameter_variants_side_by_side() -> None:
     """The clustering-only row under the reverse attack at r = 3 and at the paper's r = 100."""
     only_clustering = {"norm_filter": False, "cluster_filter": True, "clip": False}
-    entries = report.entries_from_results([
+    entries = entries_from_results([
         make_result(task="cifar10", defense="signguard_sim", attack="reverse_scaling", accs=(0.5, 0.6),
                     defense_params=only_clustering),
         make_result(task="cifar10", defense="signguard_sim", attack="reverse_scaling", accs=(0.2, 0.3),
                     defense_params=only_clustering, attack_params={"scale": 100.0}),
     ])
-    table = _section(report.table3_markdown(entries), "SignGuard-Sim: CIFAR-10 (ResNet-18)")
+    table = _section(tables.table3_markdown(entries), "SignGuard-Sim: CIFAR-10 (ResNet-18)")
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("| ") and "thresholding" not in line]
     assert rows == [["", "✓", "", "60.00 [default] / 30.00 [scale=100.0] (25.29)"]]
 
@@ -350,7 +351,7 @@ def test_plots_only_for_data_present(tmp_path: Path) -> None:
 
 
 def test_fraction_figure_keeps_only_swept_curves() -> None:
-    from simulations.plots import fraction_panels
+    from simulations.reporting.plots import fraction_panels
 
     runs = [
         make_result(task="fmnist", defense="median", attack="lie", num_byzantine=m) for m in (5, 10, 15)
@@ -361,14 +362,14 @@ def test_fraction_figure_keeps_only_swept_curves() -> None:
         make_result(task="fmnist", defense="median", attack="noise", num_byzantine=10),  # one fraction: no panel
         make_result(task="fmnist", defense="mean", attack="none", num_byzantine=10),
     ]
-    entries = report.entries_from_results(runs)
+    entries = entries_from_results(runs)
     panels = fraction_panels(entries)
     assert [attack for attack, _ in panels] == ["LIE"]
     assert [(label, sorted(e.num_byzantine for e in members)) for label, members in panels[0][1]] == [
         ("Median", [5, 10, 15]), ("SignGuard-Sim", [5, 10]),
     ]
     # Nothing swept at all: every attacked run stays visible.
-    single = fraction_panels(report.entries_from_results(runs[5:]))
+    single = fraction_panels(entries_from_results(runs[5:]))
     assert [attack for attack, _ in single] == ["Noise", "LIE"]
 
 
@@ -404,7 +405,7 @@ def test_paper_numbers_match_the_notes() -> None:
             seen += 1
         elif section.startswith("## Table II ") and cells[0] in attacks:
             values = [float(v) for v in cells[1:]]
-            got = [x for d in report.SIGNGUARD_FAMILY for x in paper.table2(d, attacks[cells[0]])]
+            got = [x for d in SIGNGUARD_FAMILY for x in paper.table2(d, attacks[cells[0]])]
             assert got == values
             seen += 1
         elif section.startswith("## Table III") and cells[0] in ("✓", ""):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from simulations.cli import main
+from simulations.cli.main import main
 from simulations.config import ExperimentConfig
-from simulations.sweep import check_result, load_results, result_path, run_sweep
+from simulations.sweeps.runner import check_result, load_results, result_path, run_sweep
 
 CFG = ExperimentConfig(task="digits", num_clients=4, num_byzantine=1, rounds=2, eval_every=1, defense="mean")
 

@@ -18,7 +18,7 @@ from clients.schema import (
 )
 from clients.settings import ClientSettings, resolve_settings
 from simulations.config import CLIENT_KEYS, ExperimentConfig
-from simulations.config_files import merge_settings, read_sweep
+from simulations.sweeps.files import merge_settings, read_sweep
 
 
 def test_the_table_drives_the_experiment_config_and_the_client_settings() -> None:

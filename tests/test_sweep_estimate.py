@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from simulations.config import ExperimentConfig
-from simulations.experiment import RoundRecord, RunResult
-from simulations.sweep import estimate_seconds, format_duration, round_seconds
+from simulations.engine import RoundRecord, RunResult
+from simulations.sweeps.runner import estimate_seconds, format_duration, round_seconds
 
 NAN = float("nan")
 

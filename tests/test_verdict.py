@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from simulations import report, verdict
+from simulations.reporting import verdict
+from simulations.reporting.entries import entries_from_results
 from tests.test_report import make_result
 
 
 def _entries(*results):
-    return report.entries_from_results(results)
+    return entries_from_results(results)
 
 
 def test_outcomes_judge_each_defense_against_its_own_clean_run() -> None:

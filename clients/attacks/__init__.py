@@ -3,7 +3,7 @@
 This package is the one place where the attacks are computed, and :data:`ATTACKS` the one
 registry both sides look them up in: the Byzantine client mod (:mod:`clients.byzantine`) runs
 the client-side ones on a single client's update; the omniscient simulation adversary
-(:mod:`simulations.adversary`) runs the colluding ones on the round's whole update matrix.
+(:mod:`simulations.engine.adversary`) runs the colluding ones on the round's whole update matrix.
 Both therefore produce bit-identical vectors for the same inputs.
 
 Modules: :mod:`~clients.attacks.registry` (``register_attack``, ``ATTACKS``),

@@ -1,7 +1,7 @@
 """The named sweeps behind the README and docs/ results: the paper's experiments at our budget.
 
 Each is a sweep file ``simulations/sweeps/NAME.toml`` (the format of ``signguard-sim sweep
---config``, see :mod:`simulations.config_files`); ``signguard-sim sweep NAME`` runs it
+--config``, see :mod:`simulations.sweeps.files`); ``signguard-sim sweep NAME`` runs it
 (resumable) into ``docs/results/NAME``.  Budgets are reduced from the paper's (60 epochs =
 1,440 FedSGD rounds on MNIST) to what 2 CPU cores finish in hours; each file says its budget.
 A new ``.toml`` file in that folder is a new named sweep.
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from importlib import resources
 
-from .config import ExperimentConfig
-from .config_files import SweepSpec, read_sweep
+from ..config import ExperimentConfig
+from .files import SweepSpec, read_sweep
 
 __all__ = ["SWEEPS", "SWEEP_FOLDER", "build_sweep"]
 
-#: The folder of the sweep files, found through the package (as package data would be).
-SWEEP_FOLDER = resources.files(__package__).joinpath("sweeps")
+#: The folder of the sweep files: this package's own (found as package data would be).
+SWEEP_FOLDER = resources.files(__package__)
 # The order of `signguard-sim sweep --list`: the main job, then the paper's tables and figures;
 # files not named here follow, sorted.
 _LISTED = (

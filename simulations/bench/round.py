@@ -12,7 +12,7 @@ and prints the ratios (target: Flower + Ray ≤ 1.5× pure).  ``--clients-large 
 1,000-client Flower + Ray simulation of the same small CNN and reports its round time and the
 peak memory of this process tree.
 
-Run: ``python -m simulations.bench_round [--rounds 6] [--defense signguard] [--clients-large 1000]``.
+Run: ``python -m simulations.bench.round [--rounds 6] [--defense signguard] [--clients-large 1000]``.
 A benchmark measures and prints; it asserts nothing.
 """
 
@@ -26,8 +26,8 @@ import time
 
 import torch
 
-from .config import ExperimentConfig
-from .experiment import build_strategy, run_experiment
+from ..config import ExperimentConfig
+from ..engine import build_strategy, run_experiment
 
 
 def pure_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:

@@ -2,7 +2,7 @@
 
 Run::
 
-    .venv/bin/python -m simulations.bench_rules [--d 1000000 11000000] [--n 50] [--f 10]
+    .venv/bin/python -m simulations.bench.rules [--d 1000000 11000000] [--n 50] [--f 10]
         [--repeats 3] [--skip-flower-slow] [--flower-timeout 1800] [--rules median krum ...]
 
 For each ``d`` one random float32 ``(n, d)`` matrix is drawn (seeded).  Every rule in
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     out = [
         "## Aggregation rules",
         "",
-        f"Command: `.venv/bin/python -m simulations.bench_rules {' '.join(argv or sys.argv[1:])}`",
+        f"Command: `.venv/bin/python -m simulations.bench.rules {' '.join(argv or sys.argv[1:])}`",
         "",
         f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), numpy {np.__version__}, flwr {flwr.__version__}, "

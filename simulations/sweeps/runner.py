@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ExperimentConfig
-from .experiment import RoundRecord, RunResult, run_experiment
+from ..config import ExperimentConfig
+from ..engine import RoundRecord, RunResult, run_experiment
 
 __all__ = [
     "expand",
@@ -214,7 +214,7 @@ def _run_parallel(
     threads = max(1, (os.cpu_count() or 1) // jobs)
     # "spawn": a fork of a process that already holds torch/OpenMP threads can deadlock.
     context = multiprocessing.get_context("spawn")
-    from .logs import flower_is_quiet
+    from ..engine.logs import flower_is_quiet
 
     initargs = (threads, flower_is_quiet())
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
@@ -396,7 +396,7 @@ def _init_worker(threads: int, quiet: bool) -> None:
 
     torch.set_num_threads(threads)
     if quiet:  # a spawned process starts with Flower's default logging, not the parent's
-        from .logs import quiet_flower
+        from ..engine.logs import quiet_flower
 
         quiet_flower()
 

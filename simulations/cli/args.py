@@ -1,44 +1,23 @@
-"""``signguard-sim``: run the main job, single experiments, sweeps, and reports.
+"""The command line's flags and files, turned into experiment configurations.
 
-::
-
-    signguard-sim                         # the main job (= signguard-sim main)
-    signguard-sim run --defense signguard --attack lie --rounds 30
-    signguard-sim sweep table1-mnist      # a named sweep, into docs/results/table1-mnist
-    signguard-sim sweep --defense mean,signguard --attack none,lie --byzantine-fraction 0.1,0.2
-    signguard-sim sweep --list
-    signguard-sim run --config examples/exp.toml --rounds 30      # an experiment file, flags override it
-    signguard-sim sweep --config examples/sweep.toml              # a sweep file: [base] + [grid]
-    signguard-sim report docs/results/table1-mnist --out /tmp/report
-    signguard-sim report --evidence       # rebuild docs/results/report from the evidence folders
-
-Also ``python -m simulations``.  Bad flags or values end with exit code 2 and one line on
-stderr.  See docs/running.md.
+:func:`build_parser` is ``signguard-sim``'s argument parser (every experiment setting of
+:data:`clients.schema.EXPERIMENT_SETTINGS` is a flag); :func:`config_from_args` makes the one
+run of ``run`` (flags over an experiment file), :func:`configs_from_sweep_args` the runs of
+``sweep`` (a named sweep, a sweep file, or the product of the flags' alternatives).  A bad flag
+or value raises :class:`CLIError` (one line, exit code 2); :mod:`.main` runs the commands.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from clients.schema import EXPERIMENT_SETTINGS, Setting, choices_of
 
-from .config import BYZANTINE_FRACTION, ExperimentConfig
+from ..config import BYZANTINE_FRACTION, ExperimentConfig
 
-__all__ = ["main", "build_parser", "CONFIG_FLAGS", "option", "CLIError", "REPO_ROOT"]
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-"""Default result folders are relative to the repository (the Flower app's root)."""
-MAIN_RESULTS = Path("results") / "main"
-RUN_RESULTS = Path("results") / "runs"
-SWEEP_RESULTS = Path("results") / "sweeps"
-NAMED_SWEEP_RESULTS = Path("docs") / "results"
-COMMANDS = ("main", "run", "sweep", "report")
+__all__ = ["CLIError", "CONFIG_FLAGS", "option", "validate", "config_from_args", "configs_from_sweep_args", "build_parser"]
 
 
 class CLIError(Exception):
@@ -64,12 +43,6 @@ def option(setting: Setting) -> str:
 def _separator(setting: Setting) -> str:
     """How sweep alternatives are separated (params and milestones contain commas)."""
     return ";" if setting.kind in ("params", "ints") else ","
-
-
-def _engines() -> list[str]:
-    from .experiment import ENGINES
-
-    return list(ENGINES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +83,7 @@ def validate(cfg: ExperimentConfig) -> None:
         resolve_device(cfg.device)
     except ValueError as err:
         raise CLIError("--device: " + str(err).replace("Config key 'device': ", "")) from None
-    from .experiment import check_run
+    from ..engine import check_run
 
     try:
         check_run(cfg, name=lambda key: f"--{key}")
@@ -168,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     changes = {k: v[0] for k, v in _flag_values(args, listable=False).items()}
     fraction = None if args.byzantine_fraction is None else _fraction(args.byzantine_fraction)
     if args.config:
-        from .config_files import build_config, read_experiment
+        from ..sweeps.files import build_config, read_experiment
 
         settings = _from_file(read_experiment, args.config)
         if "num_byzantine" in changes or fraction is not None:  # a flag replaces the file's count or share
@@ -190,7 +163,7 @@ def configs_from_sweep_args(args: argparse.Namespace) -> list[ExperimentConfig]:
     """A named sweep or ``--config``'s sweep file with single-value overrides, or the product of
     the comma-separated alternatives of ``sweep``'s flags."""
     _one_byzantine_flag(args)
-    from .sweep import expand
+    from ..sweeps.runner import expand
 
     axes = _flag_values(args, listable=True)
     fractions = None
@@ -230,10 +203,10 @@ def configs_from_sweep_args(args: argparse.Namespace) -> list[ExperimentConfig]:
 def _sweep_configs(args: argparse.Namespace) -> list[ExperimentConfig]:
     """The runs of ``sweep NAME`` or ``sweep --config FILE``."""
     if args.config:
-        from .config_files import read_sweep
+        from ..sweeps.files import read_sweep
 
         return read_sweep(args.config).configs()
-    from .paper_sweeps import build_sweep
+    from ..sweeps.named import build_sweep
 
     return build_sweep(args.name)
 
@@ -309,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "files or folders. Writes report.md and the PNGs into --out and prints the markdown.")
     p.add_argument("results", nargs="*", metavar="RESULTS", help="result .json files or folders holding them")
     p.add_argument("--evidence", action="store_true",
-                   help="the committed evidence: the folders of docs/results listed in simulations/report.py's "
+                   help="the committed evidence: the folders of docs/results listed in simulations/reporting/report.py's "
                    "EVIDENCE_FOLDERS, into docs/results/report (or --out)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the results folder if one is given, "
                    "docs/results/report with --evidence, else results/report)")
@@ -332,266 +305,3 @@ def _add_jobs_flag(p: argparse.ArgumentParser, *, all_cores: bool = False) -> No
                    help="experiments run at once, each in its own process with cores/N torch threads "
                    "(in-process engine; default " + ("one per core" if all_cores else "1") + ")")
 
-
-# ---------------------------------------------------------------------------------------------
-# Commands
-# ---------------------------------------------------------------------------------------------
-
-
-def _quiet_flower(verbose: bool) -> None:
-    if not verbose:
-        from .logs import quiet_flower
-
-        quiet_flower()
-
-
-def _engine(args: argparse.Namespace) -> str:
-    engine = "ray" if args.ray_address else args.engine
-    known = _engines()
-    if engine not in known:
-        raise CLIError(f"unknown engine {engine!r}; known: {', '.join(known)}")
-    return engine
-
-
-def _results_dir(args: argparse.Namespace, default: Path) -> Path:
-    return Path(args.results_dir).expanduser() if args.results_dir else REPO_ROOT / default
-
-
-def _say(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: argparse.Namespace, *, reuse: bool):
-    from .sweep import check_jobs, run_sweep
-
-    jobs = getattr(args, "jobs", 1)
-    if jobs is None:  # the main job: one experiment per core with the in-process engine
-        jobs = max(1, min(os.cpu_count() or 1, len(configs))) if _engine(args) == "inprocess" else 1
-    try:
-        check_jobs(jobs, _engine(args))
-    except ValueError as err:
-        raise CLIError(f"--{err}") from None
-    return run_sweep(
-        configs,
-        results_dir,
-        engine=_engine(args),
-        reuse=reuse,
-        show_progress=not args.quiet,
-        ray_address=args.ray_address,
-        jobs=jobs,
-    )
-
-
-def cmd_main(args: argparse.Namespace) -> int:
-    from . import report, verdict
-    from .paper_sweeps import build_sweep
-    from .plots import plot_main_summary
-
-    engine = _engine(args)
-    configs = build_sweep("main")
-    results_dir = _results_dir(args, MAIN_RESULTS)
-    _say(f"Main job: {len(configs)} runs ({engine} engine) into {results_dir}")
-    start = time.perf_counter()
-    results = _run_configs(configs, results_dir, args, reuse=not args.no_reuse)
-    entries = report.entries_from_results(results)
-    _say()
-    _say(report.table1_markdown(entries))
-    _say(report.selected_rates_markdown(entries))
-    summary = verdict.verdict_markdown(entries)
-    markdown, figures = report.build_report(entries, results_dir)
-    (results_dir / "report.md").write_text(markdown + ("\n" + summary if summary else ""))
-    overview = plot_main_summary(entries, results_dir / "main-summary.png")
-    _say(f"Full report: {results_dir / 'report.md'}")
-    for fig in [overview, *figures]:
-        _say(f"Plot: {fig}")
-    if summary:
-        _say()
-        _say(summary)
-    _say(f"Main job done in {time.perf_counter() - start:.0f} s.")
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    results_dir = _results_dir(args, RUN_RESULTS)
-    engine = _engine(args)
-    _say(f"Run {cfg.key()} ({engine} engine): {cfg.task}, {cfg.defense} vs {cfg.attack}, "
-         f"{cfg.num_clients} clients ({cfg.num_byzantine} Byzantine), {cfg.rounds} rounds")
-    [result] = _run_configs([cfg], results_dir, args, reuse=False)
-    summary = result.summary()
-    _say(f"best accuracy {summary['best_acc']:.4f}, final {summary['final_acc']:.4f}, honest kept "
-         f"{summary['honest_selected_rate']:.3f}, Byzantine kept {summary['byzantine_selected_rate']:.3f}, "
-         f"precision {summary['precision']:.3f}, recall {summary['recall']:.3f}, {summary['wall_seconds']:.1f} s")
-    _say(f"Results: {results_dir / (result.key + '.json')} and .csv")
-    return 0
-
-
-def _list_sweeps() -> int:
-    from .paper_sweeps import SWEEPS
-
-    rows = []
-    for name, build in SWEEPS.items():
-        configs = build()
-        rounds = sum(c.rounds for c in configs)
-        rows.append((name, len(configs), rounds, getattr(build, "description", "")))
-    width = max(len(r[0]) for r in rows)
-    _say(f"{'name':{width}s}  runs  rounds  description")
-    for name, n, rounds, doc in rows:
-        _say(f"{name:{width}s}  {n:4d}  {rounds:6d}  {doc}")
-    return 0
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    if args.list:
-        return _list_sweeps()
-    from . import report
-    from .sweep import check_result, result_path
-
-    configs = configs_from_sweep_args(args)
-    if args.name:
-        default = NAMED_SWEEP_RESULTS / args.name
-    else:
-        default = SWEEP_RESULTS / Path(args.config).stem if args.config else SWEEP_RESULTS
-    results_dir = _results_dir(args, default)
-    finished: set[str] = set()
-    damaged: dict[str, str] = {}
-    for cfg in configs if not args.no_reuse else ():
-        path = result_path(results_dir, cfg)
-        if path.is_file():
-            result, problem = check_result(path, cfg)
-            if result is None:
-                damaged[cfg.key()] = problem or "damaged"
-            else:
-                finished.add(cfg.key())
-    extra = f", {len(damaged)} damaged (to redo)" if damaged else ""
-    _say(f"Sweep {args.name or args.config or '(flags)'}: {len(configs)} runs, {len(finished)} already done{extra}, into {results_dir}")
-    if args.dry_run:
-        return _dry_run(configs, finished, results_dir, args.jobs, damaged)
-    results = _run_configs(configs, results_dir, args, reuse=not args.no_reuse)
-    entries = report.entries_from_results(results)
-    _say()
-    _say(report.table1_markdown(entries))
-    _say(f"Tables and plots: signguard-sim report {results_dir}")
-    return 0
-
-
-def _measured_results(results_dir: Path) -> list:
-    """Finished runs to measure round costs from: ``results_dir`` and every folder of docs/results."""
-    from .sweep import load_results
-
-    evidence = REPO_ROOT / NAMED_SWEEP_RESULTS
-    folders = [results_dir, *(sorted(p for p in evidence.iterdir() if p.is_dir()) if evidence.is_dir() else [])]
-    return load_results([f for f in folders if f.is_dir()])
-
-
-def _dry_run(configs: Sequence[ExperimentConfig], finished: set[str], results_dir: Path, jobs: int,
-             damaged: dict[str, str] | None = None) -> int:
-    """List the runs (done / todo, with each todo run's estimated time) and the sweep's estimate."""
-    from .sweep import estimate_seconds
-
-    todo = [c for c in configs if c.key() not in finished]
-    estimate = estimate_seconds(todo, _measured_results(results_dir), jobs=jobs)
-    per_run = {r.config.key(): r.text() for r in estimate.runs}
-    for cfg in configs:
-        if cfg.key() in finished:
-            _say(f"  [done] {cfg.key()}  rounds={cfg.rounds}")
-        elif damaged and cfg.key() in damaged:
-            _say(f"  [redo] {cfg.key()}  rounds={cfg.rounds}  {per_run[cfg.key()]}  (result file damaged: {damaged[cfg.key()]})")
-        else:
-            _say(f"  [todo] {cfg.key()}  rounds={cfg.rounds}  {per_run[cfg.key()]}")
-    line = estimate.line()
-    _say(line[0].upper() + line[1:] + ".")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from . import report
-
-    if args.evidence:
-        if args.results:
-            raise CLIError("give RESULTS or --evidence, not both")
-        out = Path(args.out).expanduser() if args.out else None
-        try:
-            path, markdown, figures = report.write_evidence_report(REPO_ROOT, out, plots=not args.no_plots)
-        except ValueError as err:
-            raise CLIError(str(err)) from None
-        _say(markdown)
-        _say(f"Report: {path}")
-        for fig in figures:
-            _say(f"Plot: {fig}")
-        return 0
-    if not args.results:
-        raise CLIError("signguard-sim report: error: the following arguments are required: RESULTS (or --evidence) (see --help)")
-    paths = [Path(p).expanduser() for p in args.results]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise CLIError(f"no such file or folder: {', '.join(missing)}")
-    if args.out:
-        out = Path(args.out).expanduser()
-    elif len(paths) == 1 and paths[0].is_dir():
-        out = paths[0]
-    else:
-        out = REPO_ROOT / "results" / "report"
-    entries = report.load_entries(paths)
-    if not entries:
-        raise CLIError(f"no result files (<key>.json) under {', '.join(map(str, paths))}")
-    out.mkdir(parents=True, exist_ok=True)
-    markdown, figures = report.build_report(entries, out, plots=not args.no_plots)
-    (out / "report.md").write_text(markdown)
-    _say(markdown)
-    _say(f"Report: {out / 'report.md'}")
-    for fig in figures:
-        _say(f"Plot: {fig}")
-    return 0
-
-
-COMMAND_FUNCS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "main": cmd_main,
-    "run": cmd_run,
-    "sweep": cmd_sweep,
-    "report": cmd_report,
-}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 bad flags or values, 1 a failed run)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        argv = ["main", *argv]
-    elif not argv[0].startswith("-") and argv[0] not in COMMANDS:
-        return _fail(f"unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}")
-    parser = build_parser()
-    from .logs import restored_flower_logging
-
-    try:
-        args = parser.parse_args(argv)
-        if args.command is None:
-            args = parser.parse_args(["main"])
-        # The command's log settings end with it (main() also runs in-process, e.g. in tests).
-        with restored_flower_logging():
-            _quiet_flower(getattr(args, "verbose", False))
-            return COMMAND_FUNCS[args.command](args)
-    except CLIError as err:
-        return _fail(str(err))
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0) if not isinstance(exc.code, str) else _fail(exc.code)
-    except KeyboardInterrupt:
-        sys.stderr.write("signguard-sim: interrupted (finished runs are saved; run the same command to resume)\n")
-        return 130
-    except Exception as err:  # noqa: BLE001 - data errors and failed runs: one line, no traceback
-        from clients.tasks import DatasetError
-
-        if isinstance(err, DatasetError):
-            return _fail(" ".join(str(err).split()))
-        raise
-
-
-def _fail(message: str) -> int:
-    message = message if message.startswith("signguard-sim") else f"signguard-sim: error: {message}"
-    sys.stderr.write(message + "\n")
-    return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import paper_numbers as paper
-from .report import Entry
+from .entries import Entry
 
 __all__ = ["HELD_POINTS", "FELL_POINTS", "Outcome", "outcomes", "verdict_markdown"]
 

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from clients.schema import EXPERIMENT_SETTINGS
 
-from .config import BYZANTINE_FRACTION, ExperimentConfig
+from ..config import BYZANTINE_FRACTION, ExperimentConfig
 
 __all__ = ["read_experiment", "read_sweep", "SweepSpec", "merge_settings"]
 

@@ -28,8 +28,8 @@ from flwr.serverapp import Grid, ServerApp
 from signguard_flwr import STRATEGIES, RoundDiagnostics
 from signguard_flwr.rules import InsufficientClientsError, get_rule
 
+from ..config import ExperimentConfig
 from .adversary import OmniscientAdversary
-from .config import ExperimentConfig
 
 __all__ = ["RoundRecord", "RunResult", "run_on_grid", "run_experiment", "detection_counts", "ENGINES", "check_feasible", "check_run"]
 
@@ -423,7 +423,7 @@ def run_experiment(
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "inprocess":
-        from .engine import InProcessGrid
+        from .inprocess import InProcessGrid
 
         grid = InProcessGrid(client_app(), cfg.num_clients, seed=cfg.seed)
         return run_on_grid(grid, cfg, engine=engine, progress=progress)
