@@ -32,3 +32,21 @@ def test_bulyan_lie_compares_both_variants(tmp_path: Path) -> None:
     point = data["checkpoints"]["1"]
     assert {"bulyan_canonical", "bulyan_reference"} <= set(point)
     assert 0 <= point["bulyan_canonical"]["byzantine_in_selection"] <= 3
+
+
+def test_defense_aware_snapshot_table_has_every_attack_and_rule() -> None:
+    import torch
+
+    from simulations.analysis import defense_aware_snapshots as snap
+
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.randn(400, generator=gen)
+    matrix = -(mu / mu.norm() + 0.05 * torch.randn(12, 400, generator=gen))  # model deltas = −gradients
+    rows = snap.evaluate(matrix, m=2)
+    assert len(rows) == len(snap.ATTACKS) * len(snap.RULE_SETTINGS)
+    none = [r for r in rows if r["attack"] == "none"]
+    assert all(r["cosine_to_honest_mean"] > 0.5 for r in none)
+    mimic = {r["rule"]: r for r in rows if r["attack"] == "sign_mimic"}
+    assert mimic["SignGuard hardened"]["byzantine_kept"] == 0
+    table = snap.markdown({7: rows}, m=2, n=12)
+    assert "Round 7" in table and "| mirror |" in table

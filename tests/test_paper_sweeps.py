@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from simulations import paper_sweeps as ps
-from simulations.report import ABLATION_KEYS
+from simulations.reporting.entries import ABLATION_KEYS
+from simulations.sweeps import named as ps
 
 ALL_DEFENSES = ["mean", "trimmed_mean", "median", "geomed", "multi_krum", "bulyan", "dnc", "signguard", "signguard_sim",
                 "signguard_dist"]
@@ -34,6 +34,8 @@ CAPTURED = {
     "timevarying-fmnist": (5, "d87530923b26884e"),
     "cifar10-small": (6, "1e3e2e6f50cd23fd"),
     "agnews-small": (6, "42bfc4bf81401e0b"),
+    # Added after #12 (defense-aware attacks, #13); captured when first run.
+    "defense-aware-mini": (10, "005d0d22d564c53c"),
 }
 
 
