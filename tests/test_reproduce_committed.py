@@ -19,6 +19,13 @@ from simulations.engine import run_experiment
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 TIMINGS = {"agg_seconds", "round_seconds"}
+# The test loss is a float sum over 10,000 images of a model that went through BLAS products
+# (DnC's Gram matrix, the Krum family's distances).  Intel MKL picks kernels by buffer alignment,
+# so the last bits of such products, and with them the loss's 8th digit, can differ between
+# processes unless MKL_CBWR is set before start (measured: DnC under LIE, round 10,
+# 2.2939150146 vs 2.2939150391 in two processes of the same code).  Every other figure —
+# accuracy, what was received, selected and detected — must match exactly.
+LOSS_REL_TOL = 1e-6
 
 # The main job's data ships with the repository, so these run everywhere.
 BUNDLED = [
@@ -41,9 +48,11 @@ def _committed(prefix: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _same(got: object, want: object) -> bool:
+def _same(got: object, want: object, field: str = "") -> bool:
     if isinstance(got, float) and isinstance(want, float) and math.isnan(got) and math.isnan(want):
         return True
+    if field == "test_loss" and isinstance(got, float) and isinstance(want, float):
+        return math.isclose(got, want, rel_tol=LOSS_REL_TOL)
     return got == want and type(got) is type(want)
 
 
@@ -76,7 +85,7 @@ def _check_reproduces(prefix: str) -> None:
         (want["round"], field, got[field], value)
         for got, want in zip(result["rounds"], committed["rounds"][:rounds])
         for field, value in want.items()
-        if field not in TIMINGS and not _same(got[field], value)
+        if field not in TIMINGS and not _same(got[field], value, field)
     ]
     assert not differences, f"{prefix}: (round, field, now, committed) {differences[:6]}"
     assert not math.isnan(result["rounds"][-1]["test_acc"])  # the window ends with an evaluation

@@ -260,9 +260,14 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.3f}" if seconds < 10 else f"{seconds:.1f}"
 
 
+#: Preset rows timed besides the registered rules: ``"<rule>:<preset>"``.
+PRESET_ROWS = ("signguard:hardened",)
+
+
 def _rule_kwargs(name: str, seed: int, f: int) -> dict[str, Any]:
-    rule = RULES[name]
-    kwargs: dict[str, Any] = {}
+    base, _, preset = name.partition(":")
+    rule = RULES[base]
+    kwargs: dict[str, Any] = {"preset": preset} if preset else {}
     if "f" in rule.param_names:
         kwargs["f"] = f
     if "generator" in rule.param_names:
@@ -288,18 +293,19 @@ def bench_one_d(args: argparse.Namespace, d: int) -> list[str]:
         "| max abs diff | load |",
         "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
-    names = args.rules or list(RULES)
+    names = args.rules or [*RULES, *PRESET_ROWS]
     for name in names:
         kwargs = _rule_kwargs(name, args.seed, f)
+        rule = RULES[name.partition(":")[0]]
         print(f"[d={d:,}] {name} ...", file=sys.stderr, flush=True)
         try:
-            RULES[name](updates, **_rule_kwargs(name, args.seed, f))  # warm-up, not timed
+            rule(updates, **_rule_kwargs(name, args.seed, f))  # warm-up, not timed
             # The single pass is timed next to each call of the rule (interleaved), so the ratio
             # compares two measurements taken under the same load on a shared machine.
             ours_times, local_single = [], []
             for _ in range(args.repeats):
                 local_single.append(_median_time(lambda: updates.mean(dim=0), 3)[0])
-                seconds, res = _median_time(lambda: RULES[name](updates, **kwargs), 1)
+                seconds, res = _median_time(lambda: rule(updates, **kwargs), 1)
                 ours_times.append(seconds)
             ours_s, near_single = statistics.median(ours_times), statistics.median(local_single)
         except Exception as exc:  # a rule that cannot run here is reported, not fatal
@@ -354,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--f", type=int, default=10, help="declared f for rules that take one")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rules", nargs="+", choices=list(RULES), help="default: all of RULES")
+    parser.add_argument("--rules", nargs="+", choices=[*RULES, *PRESET_ROWS],
+                        help="default: all of RULES and the preset rows " + ", ".join(PRESET_ROWS))
     parser.add_argument("--no-flower", action="store_true", help="time our rules only")
     parser.add_argument(
         "--skip-flower-slow",

@@ -58,6 +58,9 @@ def _convert(setting: Setting, text: str) -> Any:
 
 
 def _check_choice(setting: Setting, value: Any) -> None:
+    # Not argparse's ``choices=``: a sweep flag holds several comma-separated values
+    # ("--defense mean,signguard"), each checked here after the split, with one error line that
+    # lists the registry's names.
     known = choices_of(setting)
     if known is not None and value not in known:
         raise CLIError(f"unknown {setting.attr.replace('_', ' ')} {value!r}; known: {', '.join(known)}")
