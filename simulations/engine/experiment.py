@@ -100,12 +100,7 @@ class RunResult:
             "initial_acc": self.initial_acc,
             "honest_selected_rate": mean([r.honest_selected_rate for r in self.rounds]),
             "byzantine_selected_rate": mean([r.byzantine_selected_rate for r in self.rounds]),
-            "tp": tp,
-            "fp": fp,
-            "fn": fn,
-            "tn": tn,
-            "precision": tp / (tp + fp) if tp + fp else float("nan"),
-            "recall": tp / (tp + fn) if tp + fn else float("nan"),
+            **confusion(tp, fp, fn, tn),
             "mean_agg_seconds": mean([r.agg_seconds for r in self.rounds]),
             "mean_round_seconds": mean([r.round_seconds for r in self.rounds]),
             "wall_seconds": self.wall_seconds,
@@ -174,6 +169,18 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def confusion(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    """The four counts with precision and recall ("positive" = Byzantine; NaN when undefined)."""
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+    }
+
+
 def detection_counts(diag: RoundDiagnostics, byzantine_nodes: set[int]) -> dict[str, float]:
     """Detection of one round against the ground truth; "positive" = Byzantine.
 
@@ -190,12 +197,7 @@ def detection_counts(diag: RoundDiagnostics, byzantine_nodes: set[int]) -> dict[
     fp = len(honest - selected)
     tn = len(honest & selected)
     return {
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "tn": tn,
-        "precision": tp / (tp + fp) if tp + fp else float("nan"),
-        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+        **confusion(tp, fp, fn, tn),
         "honest_selected_rate": tn / len(honest) if honest else float("nan"),
         "byzantine_selected_rate": fn / len(byz) if byz else float("nan"),
     }
