@@ -58,6 +58,15 @@ ATTACK_NAMES: dict[str, str] = {
     "reverse_scaling": "Reverse (scaled)",
     "time_varying": "Time-varying",
     "lie_local": "LIE (local)",
+    # Beyond the paper: attacks that know the defense (clients/attacks/defense_aware.py).
+    "ipm": "IPM",
+    "fang_krum": "Fang (Krum)",
+    "fang_trmean": "Fang (TrMean)",
+    "agr_tailored": "AGR-tailored",
+    "strongest": "Strongest",
+    "sign_mimic": "Sign-mimic",
+    "signguard_tailored": "SignGuard-tailored",
+    "mirror": "Mirror",
 }
 
 #: The setting of Table I: a result is comparable when it matches it.

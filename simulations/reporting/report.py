@@ -105,6 +105,7 @@ EVIDENCE_FOLDERS = (
     "fraction-fmnist",
     "noniid-fmnist",
     "ablation-fmnist",
+    "defense-aware-mini",
 )
 """The folders of ``docs/results`` that ``docs/results/report`` is built from, in this order (a
 result present in two folders counts once, as the later folder's copy)."""
