@@ -122,10 +122,6 @@ def _deviation(result: Any, mu: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(result.vector.to(torch.float64) - mu.to(torch.float64)))
 
 
-def _all_kept(result: Any, byzantine: Sequence[int]) -> bool:
-    return result.selected is None or bool(result.selected[list(byzantine)].all())
-
-
 def _any_kept(result: Any, byzantine: Sequence[int]) -> bool:
     return result.selected is None or bool(result.selected[list(byzantine)].any())
 

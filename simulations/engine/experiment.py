@@ -230,18 +230,9 @@ def make_evaluator(cfg: ExperimentConfig, task: Any, device: torch.device) -> Ca
     return evaluate
 
 
-def rule_under_test(cfg: ExperimentConfig) -> tuple[str, dict[str, Any]]:
-    """The rule of ``cfg``'s defense and the parameters its strategy passes it (declared f included)."""
-    cls = STRATEGIES[cfg.defense]
-    rule = get_rule(cls.rule_name)
-    params = {k: v for k, v in cfg.defense_params.items() if k in rule.param_names}
-    if "f" in rule.param_names:
-        params.setdefault("f", cfg.f)
-    return cls.rule_name, params
-
-
-def build_strategy(cfg: ExperimentConfig, on_round: Callable[[RoundDiagnostics], None] | None = None):
-    """The defense of ``cfg`` as a Flower strategy (the declared f goes to rules taking one)."""
+def _defense(cfg: ExperimentConfig) -> tuple[type, dict[str, Any]]:
+    """The strategy class of ``cfg``'s defense and its keyword arguments (the declared f goes to
+    rules taking one)."""
     try:
         cls = STRATEGIES[cfg.defense]
     except KeyError:
@@ -249,6 +240,19 @@ def build_strategy(cfg: ExperimentConfig, on_round: Callable[[RoundDiagnostics],
     params = dict(cfg.defense_params)
     if "f" in get_rule(cls.rule_name).param_names:
         params.setdefault("f", cfg.f)
+    return cls, params
+
+
+def rule_under_test(cfg: ExperimentConfig) -> tuple[str, dict[str, Any]]:
+    """The rule of ``cfg``'s defense and the parameters its strategy passes it (declared f included)."""
+    cls, params = _defense(cfg)
+    names = get_rule(cls.rule_name).param_names
+    return cls.rule_name, {k: v for k, v in params.items() if k in names}
+
+
+def build_strategy(cfg: ExperimentConfig, on_round: Callable[[RoundDiagnostics], None] | None = None):
+    """The defense of ``cfg`` as a Flower strategy (the declared f goes to rules taking one)."""
+    cls, params = _defense(cfg)
     return cls(
         fraction_train=1.0,
         fraction_evaluate=0.0,
