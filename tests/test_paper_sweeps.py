@@ -36,6 +36,7 @@ CAPTURED = {
     "agnews-small": (6, "42bfc4bf81401e0b"),
     # Added after #12 (defense-aware attacks, #13); captured when first run.
     "defense-aware-mini": (10, "005d0d22d564c53c"),
+    "defense-aware-mnist": (416, "a351e608ba0b9ceb"),
 }
 
 
@@ -98,3 +99,21 @@ def test_bulyan_reference_sweep_matches_table1_settings_but_the_variant() -> Non
 def test_unknown_sweep_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown sweep 'nope'; known: .*'converged-mnist'"):
         ps.build_sweep("nope")
+
+
+def test_defense_aware_sweep_puts_the_hardened_presets_claims_first() -> None:
+    configs = ps.build_sweep("defense-aware-mnist")
+    assert all((c.task, c.rounds, c.eval_every, c.num_clients, c.num_byzantine) == ("mnist", 300, 10, 50, 10) for c in configs)
+    hardened_first = configs[:18]
+    assert all(c.defense == "signguard" and c.defense_params == {"preset": "hardened"} and c.seed == 0 for c in hardened_first)
+    from clients.attacks.registry import ATTACKS
+
+    # Every attack of the registry but the meta ones (time-varying) and the two the paper does
+    # not define (local LIE, reverse-with-scaling: Table III's ablation).
+    wanted = {name for name, a in ATTACKS.items() if a.kind != "meta"} - {"lie_local", "reverse_scaling"}
+    assert {c.attack for c in hardened_first} == wanted
+    seeds = {}
+    for c in configs:
+        seeds.setdefault((c.defense, str(c.defense_params), c.attack, str(c.attack_params)), set()).add(c.seed)
+    assert all(s == {0, 1, 2} for (d, dp, a, ap), s in seeds.items() if "hardened" in dp and ap == "{}")
+    assert len({c.defense for c in configs}) == 13
