@@ -34,6 +34,7 @@ CAPTURED = {
     "timevarying-fmnist": (5, "d87530923b26884e"),
     "cifar10-small": (6, "1e3e2e6f50cd23fd"),
     "agnews-small": (6, "42bfc4bf81401e0b"),
+    "agnews-cpu": (6, "b68f6199ecc84fc1"),
     # Added after #12 (defense-aware attacks, #13); captured when first run.
     "defense-aware-mini": (10, "005d0d22d564c53c"),
     "defense-aware-mnist": (416, "a351e608ba0b9ceb"),

@@ -101,6 +101,7 @@ EVIDENCE_FOLDERS = (
     "converged-fmnist",
     "cifar10-small",
     "agnews-small",
+    "agnews-cpu",
     "timevarying-fmnist",
     "fraction-fmnist",
     "noniid-fmnist",

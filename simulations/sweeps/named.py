@@ -34,6 +34,7 @@ _LISTED = (
     "timevarying-fmnist",
     "cifar10-small",
     "agnews-small",
+    "agnews-cpu",
 )
 
 
