@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clients.batched import take_prepared
 from clients.settings import ClientSettings
 from clients.tasks import ArrayDataset
 
@@ -294,6 +295,12 @@ def local_train(
     -------
     dict
         ``{"num-examples": int, "train-loss": float}``.
+
+    Notes
+    -----
+    In FedSGD mode a result prepared for exactly this call by :func:`clients.batched.prepare_round`
+    (same client, round, label transform, settings, batch rows and global state) is loaded
+    instead of computing the step again; see :func:`clients.batched.take_prepared`.
     """
     num_classes = data.task.num_classes
     apply_label_transform(torch.zeros(0, dtype=torch.int64), label_transform, num_classes)  # validate early
@@ -301,6 +308,14 @@ def local_train(
     with client_compute(derive_seed(settings.seed, partition_id, server_round), device):
         if settings.client_mode == "fedsgd":
             pos = fedsgd_batch_positions(data.num_train, settings.batch_size, server_round, settings.seed, partition_id)
+            # An engine may have computed this very step already, batched with the round's other
+            # clients (clients.batched); used only for exactly this call and this global state.
+            loss = take_prepared(
+                model, data, settings, partition_id=partition_id, server_round=server_round,
+                label_transform=label_transform, positions=pos,
+            )
+            if loss is not None:
+                return {"num-examples": len(pos), "train-loss": loss}
             x, y = data.train.get_batch(data.train_indices[pos])
             y = apply_label_transform(y, label_transform, num_classes)
             loss = train_fedsgd(model, (x.to(device), y.to(device)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 import functools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,12 +24,15 @@ from flwr.app import Array, ArrayRecord
 
 __all__ = [
     "BUFFER_SUFFIXES",
-    "default_is_buffer",
-    "update_keys",
-    "buffer_keys",
-    "record_to_vector",
-    "record_numpy",
     "array_numpy",
+    "arrays_record",
+    "buffer_keys",
+    "default_is_buffer",
+    "numpy_array",
+    "record_numpy",
+    "record_to_vector",
+    "state_record",
+    "update_keys",
 ]
 
 BUFFER_SUFFIXES: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
@@ -98,6 +101,50 @@ def array_numpy(array: Array) -> np.ndarray:
         return array.numpy()
     # np.load hands back an array of its own (writable): copy out of the immutable bytes too.
     return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape).copy()
+
+
+_HEADERS: dict[tuple[str, tuple[int, ...]], tuple[bytes, str]] = {}
+
+
+def numpy_array(value: np.ndarray) -> Array:
+    """``Array(value)`` (Flower's ``numpy.save`` serialisation), byte for byte, without ``numpy.save``.
+
+    Every client reply serialises its whole ``state_dict`` array by array; ``numpy.save``
+    rebuilds and formats the same header each time.  The header depends only on dtype and
+    shape, so take it once from ``numpy.save``'s own output and append the raw bytes after it:
+    a reply of the MNIST CNN's 12 arrays costs 0.30-0.33 ms instead of 0.52-0.61 ms
+    (:func:`state_record` against ``ArrayRecord(state_dict)``, timeit, one core).  Anything but a
+    C-contiguous, non-object array goes through Flower's constructor unchanged.
+    """
+    if not isinstance(value, np.ndarray) or value.dtype.hasobject or not value.flags.c_contiguous:
+        return Array(value)
+    key = (value.dtype.str, value.shape)
+    known = _HEADERS.get(key)
+    if known is None:
+        reference = Array(value)
+        if len(_HEADERS) < 4096:  # shapes repeat every round; never grow without bound
+            _HEADERS[key] = (reference.data[: len(reference.data) - value.nbytes], reference.dtype)
+        return reference
+    header, dtype = known
+    return Array(dtype=dtype, shape=value.shape, stype="numpy.ndarray", data=header + value.tobytes())
+
+
+def state_record(state: Mapping[str, torch.Tensor | np.ndarray]) -> ArrayRecord:
+    """``ArrayRecord(state)`` for a ``state_dict`` (or arrays) on the CPU, through :func:`numpy_array`."""
+    return arrays_record((key, numpy_array(value.detach().numpy() if isinstance(value, torch.Tensor) else value)) for key, value in state.items())
+
+
+def arrays_record(items: Iterable[tuple[str, Array]]) -> ArrayRecord:
+    """An ``ArrayRecord`` holding these very ``Array`` objects.
+
+    ``ArrayRecord(dict_of_arrays)`` rebuilds every ``Array`` (validating it again): 0.15-0.20 ms
+    against 0.03 ms for the MNIST CNN's 12 arrays (timeit), once per client in the in-process
+    engine.  An ``Array``'s data is immutable ``bytes``, so sharing the objects is safe.
+    """
+    record = ArrayRecord()
+    for key, array in items:
+        record[key] = array
+    return record
 
 
 def record_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:

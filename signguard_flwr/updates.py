@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message
 
-from .arrays import BufferPredicate, array_numpy, default_is_buffer, record_numpy, record_to_vector, update_keys
+from .arrays import BufferPredicate, array_numpy, default_is_buffer, numpy_array, record_numpy, record_to_vector, update_keys
 
 __all__ = ["UpdateView", "global_view", "parse", "stack"]
 
@@ -119,7 +119,7 @@ class UpdateView:
         for key, value in self.record.items():
             value = pieces[key] if key in pieces else replace.get(key, value)
             # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
-            out[key] = value if isinstance(value, Array) else Array(np.require(value, requirements="C"))
+            out[key] = value if isinstance(value, Array) else numpy_array(np.require(value, requirements="C"))
         return out
 
 

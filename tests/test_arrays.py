@@ -1,5 +1,5 @@
 """signguard_flwr.arrays (array_numpy: Flower's Array.numpy() without re-parsing known .npy
-headers, same results)."""
+headers; numpy_array / state_record: Flower's serialisation without numpy.save; same bytes)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
-from signguard_flwr.arrays import array_numpy, record_numpy
+import torch
+
+from signguard_flwr.arrays import array_numpy, arrays_record, numpy_array, record_numpy, state_record
 
 CASES = [
     np.arange(12, dtype=np.float32).reshape(3, 4),
@@ -51,3 +53,34 @@ def test_record_numpy_keeps_key_order() -> None:
     record = ArrayRecord({"b": Array(np.ones(2)), "a": Array(np.zeros(3))})
     out = record_numpy(record)
     assert list(out) == ["b", "a"] and np.array_equal(out["a"], np.zeros(3))
+
+
+def _same_array(ours: Array, flowers: Array) -> None:
+    assert (ours.dtype, tuple(ours.shape), ours.stype) == (flowers.dtype, tuple(flowers.shape), flowers.stype)
+    assert ours.data == flowers.data
+
+
+@pytest.mark.parametrize("value", [*CASES, np.arange(6.0).reshape(2, 3)[:, ::2]], ids=lambda a: f"{a.dtype}-{a.shape}-{a.flags.c_contiguous}")
+def test_numpy_array_writes_flowers_bytes(value: np.ndarray) -> None:
+    first, second = numpy_array(value), numpy_array(value.copy(order="K"))  # second: the cached header
+    _same_array(first, Array(value))
+    _same_array(second, Array(value.copy(order="K")))
+    changed = value.copy(order="K")
+    if changed.size and changed.dtype != bool:
+        changed[...] = changed + 1  # same header, other data: the data is not cached
+        _same_array(numpy_array(changed), Array(changed))
+
+
+def test_state_record_matches_array_record_of_a_state_dict() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Linear(4, 3))
+    state = model.state_dict()
+    ours, flowers = state_record(state), ArrayRecord(state)
+    assert list(ours) == list(flowers)
+    for key in flowers:
+        _same_array(ours[key], flowers[key])
+
+
+def test_arrays_record_shares_the_arrays() -> None:
+    source = ArrayRecord({"b": Array(np.ones(2)), "a": Array(np.zeros(3))})
+    out = arrays_record(source.items())
+    assert list(out) == ["b", "a"] and all(out[k] is source[k] for k in source)

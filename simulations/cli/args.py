@@ -226,6 +226,9 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default=None, metavar="DIR", help="where <key>.json and <key>.csv go")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="show Flower's log")
+    p.add_argument("--batched-clients", action="store_true",
+                   help="in-process engine: compute each round's FedSGD client steps in one batched torch.func call "
+                   "(models without dropout; same results up to float rounding; not part of the run's key)")
 
 
 def _add_config_flags(p: argparse.ArgumentParser, *, lists: bool) -> None:

@@ -84,6 +84,9 @@ def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: a
         check_jobs(jobs, _engine(args))
     except ValueError as err:
         raise CLIError(f"--{err}") from None
+    batched = bool(getattr(args, "batched_clients", False))
+    if batched and _engine(args) != "inprocess":
+        raise CLIError(f"--batched-clients needs the in-process engine, not {_engine(args)!r}")
     return run_sweep(
         configs,
         results_dir,
@@ -92,6 +95,7 @@ def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: a
         show_progress=not args.quiet,
         ray_address=args.ray_address,
         jobs=jobs,
+        batched_clients=batched,
     )
 
 

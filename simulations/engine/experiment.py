@@ -72,6 +72,9 @@ class RunResult:
     rounds: list[RoundRecord] = field(default_factory=list)
     wall_seconds: float = 0.0
     initial_acc: float = float("nan")
+    #: How the engine ran (e.g. ``{"batched_clients": True}``): not a setting of the run, so not
+    #: in ``config`` nor its key; written to the JSON only when not empty.
+    engine_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best_acc(self) -> float:
@@ -107,7 +110,7 @@ class RunResult:
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "key": self.key,
             "engine": self.engine,
             "config": self.config,
@@ -115,6 +118,9 @@ class RunResult:
             "summary": self.summary(),
             "rounds": [asdict(r) for r in self.rounds],
         }
+        if self.engine_options:
+            data["engine_options"] = dict(self.engine_options)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunResult:
@@ -126,6 +132,7 @@ class RunResult:
             rounds=[RoundRecord(**r) for r in data["rounds"]],
             wall_seconds=float(data.get("summary", {}).get("wall_seconds", 0.0)),
             initial_acc=float(data.get("summary", {}).get("initial_acc", float("nan"))),
+            engine_options=dict(data.get("engine_options", {})),
         )
         return result
 
@@ -420,19 +427,28 @@ def run_experiment(
     engine: str = "inprocess",
     progress: Callable[[RoundRecord], None] | None = None,
     ray_address: str | None = None,
+    batched_clients: bool = False,
 ) -> RunResult:
     """Run ``cfg`` under ``engine``: ``inprocess`` (no Ray) or ``ray`` (Flower's simulation engine).
 
     ``ray_address`` attaches the Ray engine to an existing cluster (``ray start --head``) instead
-    of starting a local one.
+    of starting a local one.  ``batched_clients`` (in-process engine only): each round's FedSGD
+    client steps are computed in batched ``torch.func`` calls before the ClientApp runs for
+    every node (see :class:`~simulations.engine.inprocess.InProcessGrid`); the run's config and
+    key are unchanged, the result's ``engine_options`` records it.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if batched_clients and engine != "inprocess":
+        raise ValueError(f"batched_clients needs the in-process engine, not {engine!r}")
     if engine == "inprocess":
         from .inprocess import InProcessGrid
 
-        grid = InProcessGrid(client_app(), cfg.num_clients, seed=cfg.seed)
-        return run_on_grid(grid, cfg, engine=engine, progress=progress)
+        grid = InProcessGrid(client_app(), cfg.num_clients, seed=cfg.seed, batched_clients=batched_clients)
+        result = run_on_grid(grid, cfg, engine=engine, progress=progress)
+        if batched_clients:
+            result.engine_options["batched_clients"] = True
+        return result
 
     from flwr.simulation import run_simulation
 

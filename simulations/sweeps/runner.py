@@ -129,6 +129,7 @@ def run_sweep(
     on_result: Callable[[RunResult], None] | None = None,
     ray_address: str | None = None,
     jobs: int = 1,
+    batched_clients: bool = False,
 ) -> list[RunResult]:
     """Run ``configs``, writing each result; skip those already on disk.
 
@@ -139,8 +140,12 @@ def run_sweep(
 
     Progress: one bar over runs and, with ``jobs == 1``, a per-round line for the run in
     progress (tqdm, on stderr).
+
+    ``batched_clients``: see :func:`simulations.engine.run_experiment` (in-process engine only).
     """
     check_jobs(jobs, engine)
+    if batched_clients and engine != "inprocess":
+        raise ValueError(f"batched clients need the in-process engine, not {engine!r}")
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     done: dict[int, RunResult] = {}
@@ -173,7 +178,7 @@ def run_sweep(
 
     try:
         if jobs > 1 and len(todo) > 1:
-            _run_parallel(configs, todo, jobs, finish)
+            _run_parallel(configs, todo, jobs, finish, batched_clients=batched_clients)
         else:
             for i in todo:
                 cfg = configs[i]
@@ -185,7 +190,9 @@ def run_sweep(
                         rounds_bar.set_postfix(acc=f"{record.test_acc:.3f}", sel=f"{record.selected}/{record.received}")
 
                 start = time.perf_counter()
-                result = run_experiment(cfg, engine=engine, progress=tick, ray_address=ray_address)
+                result = run_experiment(
+                    cfg, engine=engine, progress=tick, ray_address=ray_address, batched_clients=batched_clients
+                )
                 rounds_bar.close()
                 finish(i, result, time.perf_counter() - start)
     finally:
@@ -209,6 +216,8 @@ def _run_parallel(
     todo: Sequence[int],
     jobs: int,
     finish: Callable[[int, RunResult, float], None],
+    *,
+    batched_clients: bool = False,
 ) -> None:
     jobs = min(jobs, len(todo))
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -218,7 +227,7 @@ def _run_parallel(
 
     initargs = (threads, flower_is_quiet())
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
-        pending = {pool.submit(_run_in_worker, configs[i]): i for i in todo}
+        pending = {pool.submit(_run_in_worker, configs[i], batched_clients): i for i in todo}
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -401,9 +410,9 @@ def _init_worker(threads: int, quiet: bool) -> None:
         quiet_flower()
 
 
-def _run_in_worker(cfg: ExperimentConfig) -> tuple[dict[str, Any], float]:
+def _run_in_worker(cfg: ExperimentConfig, batched_clients: bool = False) -> tuple[dict[str, Any], float]:
     start = time.perf_counter()
-    result = run_experiment(cfg, engine="inprocess")
+    result = run_experiment(cfg, engine="inprocess", batched_clients=batched_clients)
     return result.to_json(), time.perf_counter() - start
 
 
