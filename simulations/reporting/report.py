@@ -20,15 +20,16 @@ from .tables import (
     table2_markdown,
     table3_markdown,
 )
+from .targets import hardened_targets_markdown
 
 __all__ = [
-    "build_report",
-    "write_report",
     "EVIDENCE_DIR",
-    "EVIDENCE_REPORT_DIR",
     "EVIDENCE_FOLDERS",
+    "EVIDENCE_REPORT_DIR",
+    "build_report",
     "evidence_folders",
     "write_evidence_report",
+    "write_report",
 ]
 
 
@@ -65,6 +66,7 @@ def build_report(
         selected_rates_markdown(entries, heading="##"),
         table3_markdown(entries, heading="##"),
         detection_markdown(entries, heading="##"),
+        hardened_targets_markdown(entries, heading="##"),
     ):
         if section:
             parts += [section]
