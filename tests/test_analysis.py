@@ -50,3 +50,19 @@ def test_defense_aware_snapshot_table_has_every_attack_and_rule() -> None:
     assert mimic["SignGuard hardened"]["byzantine_kept"] == 0
     table = snap.markdown({7: rows}, m=2, n=12)
     assert "Round 7" in table and "| mirror |" in table
+
+
+def test_mirror_bound_stays_below_its_bound_and_keeps_the_step_direction() -> None:
+    import torch
+
+    from simulations.analysis.defense_aware_snapshots import mirror_bound
+
+    g = torch.Generator().manual_seed(0)
+    d, c = 20_000, 0.05  # honest pairwise cosine c: a mean component of norm sqrt(c) in unit rows
+    mu = torch.randn(d, generator=g)
+    mu = mu / mu.norm() * c**0.5
+    honest = mu + torch.randn(50, d, generator=g) / d**0.5 * (1 - c) ** 0.5
+    out = mirror_bound(honest, 10)
+    assert out["q"] == pytest.approx(c, abs=0.01)
+    assert 0 < out["kappa"] <= out["kappa_bound"] < out["reversal_at"] == 5
+    assert 0 < out["step_along_mu"] < 1  # slowed, not reversed
