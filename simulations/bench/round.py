@@ -2,17 +2,20 @@
 
 For the MNIST CNN with 50 clients (FedSGD, batch 50), measures the steady-state round time of
 
-* **pure**: the same 50 client gradients (the ClientApp's own ``local_train``) and the same
-  aggregation + server step, in one process, no Flower messages at all;
+* **plain loop**: a plain PyTorch loop over the same 50 gradients (same batches) and the same
+  aggregation + server step, no client code at all (the floor no engine goes below);
+* **pure**: the same 50 client gradients through the ClientApp's own ``local_train`` and the
+  same aggregation + server step, in one process, no Flower messages at all;
 * **in-process Flower**: the strategy, adversary and ClientApp exchanging real Flower Messages
   through :class:`simulations.engine.InProcessGrid` (no Ray);
 * **Flower + Ray**: Flower's simulation engine (``run_simulation``) with Ray actors.
 
-and prints the ratios (target: Flower + Ray ≤ 1.5× pure).  ``--clients-large 1000`` adds a
+and prints the ratios (targets: Flower + Ray ≤ 1.5× pure; in-process grid ≤ 1.1× the plain loop).  ``--clients-large 1000`` adds a
 1,000-client Flower + Ray simulation of the same small CNN and reports its round time and the
 peak memory of this process tree.
 
-Run: ``python -m simulations.bench.round [--rounds 6] [--defense signguard] [--clients-large 1000]``.
+Run: ``python -m simulations.bench.round [--rounds 6] [--repeats 3] [--engines inprocess ray] [--defense signguard]
+[--clients-large 1000]``.
 A benchmark measures and prints; it asserts nothing.
 """
 
@@ -31,10 +34,15 @@ from ..engine import build_strategy, run_experiment
 
 
 def pure_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
-    """Per-round seconds of the computation alone: 50 local_train calls + rule + server step."""
-    from clients.client_app import ClientSettings, _cached_model, client_data_for, local_train
+    """Per-round seconds of the clients' own code without Flower: 50 local_train calls + rule + server step."""
     from flwr.app import ArrayRecord
 
+    from clients.client_app import (
+        ClientSettings,
+        _cached_model,
+        client_data_for,
+        local_train,
+    )
     from signguard_flwr.arrays import record_numpy, update_keys
 
     settings = ClientSettings(task=cfg.task, seed=cfg.seed, batch_size=cfg.batch_size)
@@ -71,6 +79,56 @@ def pure_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
     return times
 
 
+def plain_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
+    """Per-round seconds of a plain PyTorch loop over the same 50 gradients + rule + server step.
+
+    No client code at all: per client, load the global weights, take the same batch (same
+    positions), one forward/backward in train mode, the negated gradient into the update
+    matrix, on one torch thread as the engines' clients run.  What no engine can go below.
+    """
+    import torch.nn.functional as F
+
+    from clients.client_app import ClientSettings, client_data_for
+    from clients.tasks import get_task
+    from clients.training import fedsgd_batch_positions
+
+    settings = ClientSettings(task=cfg.task, seed=cfg.seed, batch_size=cfg.batch_size)
+    datas = [client_data_for(settings, pid, cfg.num_clients) for pid in range(cfg.num_clients)]
+    torch.manual_seed(cfg.seed)
+    task = get_task(cfg.task)
+    global_model, model = task.build_model(), task.build_model()
+    params = [name for name, _ in global_model.named_parameters()]
+    strategy = build_strategy(cfg)
+    times = []
+    for rnd in range(1, rounds + 1):
+        start = time.perf_counter()
+        gstate = global_model.state_dict()
+        gvec = torch.cat([gstate[k].reshape(-1) for k in params])
+        rows = torch.empty((cfg.num_clients, gvec.numel()), dtype=torch.float32)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        model.train()
+        for pid, data in enumerate(datas):
+            model.load_state_dict(gstate)
+            pos = fedsgd_batch_positions(data.num_train, cfg.batch_size, rnd, cfg.seed, pid)
+            x, y = data.train.get_batch(data.train_indices[pos])
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            torch.cat([p.grad.reshape(-1) for p in model.parameters()], out=rows[pid])
+        torch.set_num_threads(threads)
+        rows.neg_()
+        result = strategy.aggregate_updates(rows)
+        new = strategy.optimizer.step(gvec, result.vector, server_round=rnd)
+        offset = 0
+        with torch.no_grad():
+            for k in params:
+                n = gstate[k].numel()
+                gstate[k].copy_(new[offset : offset + n].view_as(gstate[k]))
+                offset += n
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def flower_rounds(cfg: ExperimentConfig, engine: str) -> list[float]:
     result = run_experiment(cfg, engine=engine)
     return [r.round_seconds for r in result.rounds]
@@ -91,8 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=6, help="rounds per engine; the first is excluded as warm-up")
     parser.add_argument("--defense", default="signguard")
+    parser.add_argument("--engines", nargs="+", choices=("inprocess", "ray"), default=["inprocess", "ray"],
+                        help="Flower engines timed beside the pure computation")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="alternate pure and Flower runs this many times (medians over all of them)")
     parser.add_argument("--clients-large", type=int, default=0, help="also run a Flower+Ray simulation with this many clients")
     parser.add_argument("--rounds-large", type=int, default=3)
+    parser.add_argument("--batched", action="store_true",
+                        help="instead: the pure computation's client gradients, per-client loop beside one batched "
+                        "torch.func call (clients.batched), on CUDA when visible; random CIFAR-shaped inputs for cifar10 "
+                        "without its dataset (smaller sizes: python -m simulations.bench.batched)")
     args = parser.parse_args(argv)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     for key, value in {"FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
@@ -108,19 +174,26 @@ def main(argv: list[str] | None = None) -> int:
         eval_every=10**6,
         num_cpus=1,
     )
-    rows = []
-    pure = pure_rounds(cfg, args.rounds)
-    rows.append(("pure computation (one process)", pure))
-    rows.append(("Flower, in-process grid", flower_rounds(cfg, "inprocess")))
-    rows.append(("Flower + Ray simulation", flower_rounds(cfg, "ray")))
-    base = statistics.median(pure[1:])
+    if args.batched:
+        from .batched import compare_client_steps
+
+        compare_client_steps(args.task, args.clients, cfg.batch_size, args.rounds, "auto", seed=cfg.seed)
+        return 0
+    names = {"inprocess": "Flower, in-process grid", "ray": "Flower + Ray simulation"}
+    steady: dict[str, list[float]] = {"plain PyTorch loop (no client code)": [], "pure computation (one process)": []}
+    for _ in range(args.repeats):  # interleaved, so a change of machine load hits every row alike
+        steady["plain PyTorch loop (no client code)"] += plain_rounds(cfg, args.rounds)[1:]
+        steady["pure computation (one process)"] += pure_rounds(cfg, args.rounds)[1:]
+        for engine in args.engines:
+            steady.setdefault(names[engine], []).extend(flower_rounds(cfg, engine)[1:])
+    rows = list(steady.items())
+    plain, base = statistics.median(rows[0][1]), statistics.median(rows[1][1])
     print(f"\nOne round, {args.task} CNN, {args.clients} clients, FedSGD batch {cfg.batch_size}, defense {args.defense}, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
-    print("| engine | median round (s) | min (s) | × pure |\n|---|---|---|---|")
+    print("| engine | median round (s) | min (s) | × pure | × plain loop |\n|---|---|---|---|---|")
     for name, times in rows:
-        steady = times[1:] if len(times) > 1 else times
-        med = statistics.median(steady)
-        print(f"| {name} | {med:.3f} | {min(steady):.3f} | {med / base:.2f} |")
+        med = statistics.median(times)
+        print(f"| {name} | {med:.3f} | {min(times):.3f} | {med / base:.2f} | {med / plain:.2f} |")
 
     if args.clients_large:
         big = cfg.replace(num_clients=args.clients_large, rounds=args.rounds_large)
