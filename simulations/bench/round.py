@@ -33,6 +33,19 @@ from ..config import ExperimentConfig
 from ..engine import build_strategy, run_experiment
 
 
+def server_step(strategy, rows: torch.Tensor, gvec: torch.Tensor, state: dict[str, torch.Tensor],
+                keys: list[str], server_round: int) -> None:
+    """Aggregate ``rows``, take the server optimizer's step and write it into ``state`` (in place)."""
+    result = strategy.aggregate_updates(rows)
+    new = strategy.optimizer.step(gvec, result.vector, server_round=server_round)
+    offset = 0
+    with torch.no_grad():
+        for k in keys:
+            n = state[k].numel()
+            state[k].copy_(new[offset : offset + n].view_as(state[k]))
+            offset += n
+
+
 def pure_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
     """Per-round seconds of the clients' own code without Flower: 50 local_train calls + rule + server step."""
     from flwr.app import ArrayRecord
@@ -66,14 +79,7 @@ def pure_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
             state = model.state_dict()
             rows[pid] = torch.cat([state[k].reshape(-1) for k in keys])
         rows.sub_(gvec)
-        result = strategy.aggregate_updates(rows)
-        new = strategy.optimizer.step(gvec, result.vector, server_round=rnd)
-        offset = 0
-        with torch.no_grad():
-            for k in keys:
-                n = global_state[k].numel()
-                global_state[k].copy_(new[offset : offset + n].view_as(global_state[k]))
-                offset += n
+        server_step(strategy, rows, gvec, global_state, keys, rnd)
         global_model.load_state_dict(global_state)
         times.append(time.perf_counter() - start)
     return times
@@ -117,14 +123,7 @@ def plain_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
             torch.cat([p.grad.reshape(-1) for p in model.parameters()], out=rows[pid])
         torch.set_num_threads(threads)
         rows.neg_()
-        result = strategy.aggregate_updates(rows)
-        new = strategy.optimizer.step(gvec, result.vector, server_round=rnd)
-        offset = 0
-        with torch.no_grad():
-            for k in params:
-                n = gstate[k].numel()
-                gstate[k].copy_(new[offset : offset + n].view_as(gstate[k]))
-                offset += n
+        server_step(strategy, rows, gvec, gstate, params, rnd)
         times.append(time.perf_counter() - start)
     return times
 
