@@ -53,19 +53,20 @@ from .figures import (
     seed_labels,
     selection_series,
 )
+from .heatmap import plot_heatmap, wants_heatmap
 
 __all__ = [
-    "write_plots",
-    "is_signguard_family",
-    "selection_entries",
     "accuracy_figure",
-    "plot_accuracy_curves",
-    "selection_figure",
-    "plot_selection",
     "fraction_panels",
+    "is_signguard_family",
+    "plot_accuracy_curves",
     "plot_fraction",
-    "plot_time_varying",
     "plot_noniid",
+    "plot_selection",
+    "plot_time_varying",
+    "selection_entries",
+    "selection_figure",
+    "write_plots",
 ]
 
 
@@ -314,6 +315,8 @@ def write_plots(entries: Sequence[Entry], out_dir: str | Path) -> list[Path]:
         if any(e.attack == "time_varying" for e in block.entries):
             reference = [e for e in block.entries if e.defense == "mean" and e.attack == "none" and not e.defense_params]
             written.append(plot_time_varying(block, out_dir / f"timevarying-{block.slug}.png", reference))
+        if wants_heatmap(block):
+            written.append(plot_heatmap(block, out_dir / f"heatmap-{block.slug}.png"))
     # Fig. 4: the same settings at two or more Byzantine counts.
     for group in group_blocks(entries, without=("num_byzantine",)):
         if len({e.num_byzantine for e in group.entries if e.attack != "none"}) >= 2:
