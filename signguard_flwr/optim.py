@@ -146,6 +146,37 @@ class ServerOptimizer:
             state["optimizer"] = self._opt.state_dict()
         return state
 
+    def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
+        """Restore what :meth:`state_dict` saved: the step count and the momentum buffer.
+
+        The flat parameter torch's SGD steps is re-created from the buffer's shape (on
+        ``device``, default the buffer's own); its values do not matter, :meth:`step` copies
+        the round's weights into it first.  A state without optimizer state (no step taken yet,
+        or no momentum) leaves the optimizer to be created at the next step, as a fresh one is.
+        """
+        steps = state["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        self._param, self._opt, self._undo = None, None, None
+        saved = state.get("optimizer")
+        buffers = [s.get("momentum_buffer") for s in saved["state"].values()] if saved is not None else []
+        buffers = [b for b in buffers if b is not None]
+        if len(buffers) > 1:
+            raise ValueError("the saved optimizer holds more than one momentum buffer")
+        if buffers:
+            buffer = buffers[0]
+            target = buffer.device if device is None else torch.device(device)
+            self._param = torch.nn.Parameter(torch.zeros_like(buffer, device=target))
+            self._opt = torch.optim.SGD(
+                [self._param],
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+                nesterov=self.nesterov,
+            )
+            self._opt.state[self._param]["momentum_buffer"] = buffer.detach().to(target).clone()
+        self.steps = steps
+
     def __repr__(self) -> str:
         return (
             f"ServerOptimizer(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay}, "

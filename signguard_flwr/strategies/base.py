@@ -234,6 +234,10 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         self.history: list[RoundDiagnostics] = []
         self._global: UpdateView | None = None  # the global model sent this round, flattened once
         self._sent_round: int | None = None
+        #: Rounds already done before :meth:`start` was called (a run resumed from a checkpoint):
+        #: added to every ``server_round`` Flower hands the strategy, so the clients, the
+        #: optimizer's LR schedule and the diagnostics see the run's own round numbers.
+        self.round_offset = 0
 
     # ------------------------------------------------------------------ hooks for subclasses
     def make_rule_state(self) -> Any:
@@ -266,6 +270,7 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Remember exactly the arrays sent this round (flattened once), then sample as FedAvg does."""
+        server_round += self.round_offset
         self._global = global_view(arrays, is_buffer=self.is_buffer, dtype=self.dtype, device=self.device)
         self._sent_round = server_round
         return super().configure_train(server_round, arrays, config, grid)
@@ -275,6 +280,7 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Check replies one by one, run the rule on the update matrix, apply the result."""
         start = time.perf_counter()
+        server_round += self.round_offset
         replies = list(replies)
         diag = RoundDiagnostics(server_round=server_round)
         diag.received = [int(m.metadata.src_node_id) for m in replies]
@@ -323,6 +329,12 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
             self.on_round(diag)
         return arrays_out, metrics
 
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """As FedAvg's, with the round counted from the start of the run (:attr:`round_offset`)."""
+        return super().configure_evaluate(server_round + self.round_offset, arrays, config, grid)
+
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Average client evaluation metrics over the replies that pass a per-reply check.
 
@@ -332,6 +344,7 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         :data:`EVALUATE_WEIGHT_CAP` times the median weight, so one client claiming 2**70
         examples cannot decide the average.  Never raises on client data.
         """
+        server_round += self.round_offset
         good: list[RecordDict] = []
         for msg in _one_per_node(list(replies), lambda nid, why: log(
                 WARNING, "aggregate_evaluate round %s: reply from node %s ignored (%s)", server_round, nid, why)):
@@ -364,6 +377,57 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         except Exception as err:  # a user's aggregation function must not take the server down
             log(WARNING, "aggregate_evaluate round %s: metrics aggregation failed (%s: %s)", server_round, type(err).__name__, err)
             return None
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The state this strategy carries from one round to the next, for a checkpoint.
+
+        The server optimizer (momentum buffer, step count), the rule's cross-round state
+        (SignGuard-Sim/-Dist, Centered Clipping: its fields, tensors on the CPU) and the seeded
+        generator of randomised rules.  Plain data and tensors only (``torch.load(...,
+        weights_only=True)`` reads it back).  :attr:`history` is not part of it: nothing reads
+        a past round's diagnostics to decide the next one.
+        """
+        rule_state = None
+        if self.rule_state is not None:
+            fields = {}
+            for name, value in vars(self.rule_state).items():
+                if isinstance(value, torch.Tensor):
+                    fields[name] = {"tensor": value.detach().to("cpu").clone(), "device": str(value.device)}
+                elif value is None or isinstance(value, (bool, int, float, str)):
+                    fields[name] = {"value": value}
+                else:
+                    raise TypeError(f"rule state field {name!r} is a {type(value).__name__}: cannot checkpoint it")
+            rule_state = {"type": type(self.rule_state).__name__, "fields": fields}
+        return {
+            "rule": self.rule_name,
+            "optimizer": self.optimizer.state_dict(),
+            "rule_state": rule_state,
+            "generator": None if self.generator is None else self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (raises ``ValueError`` if it does not fit)."""
+        if state.get("rule") != self.rule_name:
+            raise ValueError(f"state of rule {state.get('rule')!r}, not {self.rule_name!r}")
+        saved_rule_state = state["rule_state"]
+        if (saved_rule_state is None) != (self.rule_state is None):
+            raise ValueError("rule state present in one of the saved state and this strategy only")
+        if (state["generator"] is None) != (self.generator is None):
+            raise ValueError("generator present in one of the saved state and this strategy only")
+        if saved_rule_state is not None:
+            if saved_rule_state["type"] != type(self.rule_state).__name__:
+                raise ValueError(f"rule state {saved_rule_state['type']!r}, not {type(self.rule_state).__name__!r}")
+            unknown = set(saved_rule_state["fields"]) - set(vars(self.rule_state))
+            if unknown:
+                raise ValueError(f"rule state has unknown fields {sorted(unknown)}")
+        self.optimizer.load_state_dict(state["optimizer"], device=self.device)
+        if saved_rule_state is not None:
+            for name, entry in saved_rule_state["fields"].items():
+                value = entry["tensor"].to(entry["device"]) if "tensor" in entry else entry["value"]
+                setattr(self.rule_state, name, value)
+        if self.generator is not None:
+            self.generator.set_state(state["generator"])
 
     # ------------------------------------------------------------------ internals
     def _reject(self, diag: RoundDiagnostics, node_id: int, why: str) -> None:

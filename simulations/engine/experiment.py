@@ -14,7 +14,9 @@ import dataclasses
 import json
 import math
 import os
+import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ from signguard_flwr.rules import InsufficientClientsError, get_rule
 from ..config import ExperimentConfig
 from .adversary import OmniscientAdversary
 
-__all__ = ["RoundRecord", "RunResult", "run_on_grid", "run_experiment", "detection_counts", "ENGINES", "check_feasible", "check_run"]
+__all__ = ["ENGINES", "RoundRecord", "RunResult", "check_feasible", "check_run", "checkpoint_path", "detection_counts", "run_experiment", "run_on_grid"]
 
 ENGINES = ("inprocess", "ray")
 SIMULATION_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -334,12 +336,20 @@ def run_on_grid(
     progress: Callable[[RoundRecord], None] | None = None,
     timeout: float = 3600.0,
     min_nodes: int | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
 ) -> RunResult:
     """Run ``cfg`` on ``grid`` (any Flower Grid) and return the collected result.
 
     ``timeout``: seconds each round waits for replies (``Strategy.start(timeout=...)``).
     ``min_nodes``: nodes a round needs (default ``cfg.num_clients``); a deployment that must go
     on after losing SuperNodes sets it lower once all nodes have connected.
+    ``checkpoint``: a file (``<results>/<key>.partial.pt``, see :func:`checkpoint_path`) the run
+    saves its state to after every ``checkpoint_every``-th round (default ``cfg.eval_every``,
+    the last round excepted), and resumes from when it exists and belongs to this run: the
+    result is then the one an uninterrupted run gives, timings aside.  A checkpoint of another
+    run, or one that cannot be read, is renamed ``*.bad`` (with a warning) and the run starts
+    from round 1.  The caller deletes the file once the result is written.  ``None``: no file.
     """
     from clients.client_app import resolve_device
     from clients.tasks import get_task
@@ -365,8 +375,68 @@ def run_on_grid(
     )
     evals: dict[int, MetricRecord] = {}
     last_tick = [time.perf_counter()]
+    strategy = build_strategy(cfg)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    every = cfg.eval_every if checkpoint_every is None else int(checkpoint_every)
+    if every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {every}")
+    batched = bool(getattr(grid, "batched_clients", False))
+    offset, wall_before = 0, 0.0
+    if ckpt is not None:
+        saved = _read_checkpoint(ckpt, cfg, engine=engine, batched_clients=batched)
+        if saved is not None:
+            fresh_rng = _get_rng_state()
+            try:
+                strategy.load_state_dict(saved["strategy"])
+                rounds = [RoundRecord(**r) for r in saved["rounds"]]
+                if [r.round for r in rounds] != list(range(1, saved["round"] + 1)):
+                    raise ValueError("the saved records are not rounds 1..k")
+                model = ArrayRecord(saved["model"])
+                if list(model.keys()) != list(initial.keys()):
+                    raise ValueError("the saved model's arrays are not this task's")
+                _set_rng_state(saved["rng"])
+            except Exception as err:  # noqa: BLE001 - any misfit: start afresh, never half-restored
+                _set_rng_state(fresh_rng)
+                _set_aside(ckpt, f"cannot restore it ({type(err).__name__}: {err})")
+                strategy = build_strategy(cfg)
+            else:
+                initial = model
+                offset = int(saved["round"])
+                result.rounds = rounds
+                evals.update({int(k): MetricRecord(dict(v)) for k, v in saved["evals"].items()})
+                result.initial_acc = float(saved["initial_acc"])
+                wall_before = float(saved["wall_seconds"])
+                strategy.round_offset = offset
+
+    def save_checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        assert ckpt is not None
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "key": cfg.key(),
+            "config": _checked_config(cfg),
+            "engine": engine,
+            "batched_clients": batched,
+            "round": server_round,
+            "model": arrays.to_torch_state_dict(),
+            "strategy": strategy.state_dict(),
+            "rounds": [asdict(r) for r in result.rounds],
+            "evals": {int(k): {kk: float(vv) for kk, vv in v.items()} for k, v in evals.items()},
+            "initial_acc": float(result.initial_acc),
+            "wall_seconds": wall_before + time.perf_counter() - start,
+            "rng": _get_rng_state(),
+        }
+        try:
+            _write_checkpoint(ckpt, state)
+        except OSError as err:  # a full disk must not end the run: it only loses its restart point
+            warnings.warn(f"checkpoint {ckpt} not written after round {server_round}: {err}", RuntimeWarning, stacklevel=2)
 
     def evaluate_and_record(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if offset and server_round == 0:
+            # Resumed: Flower's evaluation of the starting model is the saved round's, already
+            # recorded; the rounds it counts from 1 are the run's rounds offset + 1, ...
+            last_tick[0] = time.perf_counter()
+            return None
+        server_round += offset
         metrics = evaluate(server_round, arrays)
         if metrics is not None:
             evals[server_round] = metrics
@@ -394,24 +464,131 @@ def run_on_grid(
         )
         last_tick[0] = now
         result.rounds.append(record)
+        if ckpt is not None and server_round % every == 0 and server_round < cfg.rounds:
+            save_checkpoint(server_round, arrays)
         if progress is not None:
             progress(record)
         return metrics
 
-    strategy = build_strategy(cfg)
     if min_nodes is not None:
         strategy.min_available_nodes = strategy.min_train_nodes = int(min_nodes)
     strategy.start(
         grid=adversary,
         initial_arrays=initial,
-        num_rounds=cfg.rounds,
+        num_rounds=cfg.rounds - offset,
         timeout=timeout,
         train_config=ConfigRecord(client_config),
         evaluate_config=ConfigRecord(client_config),
         evaluate_fn=evaluate_and_record,
     )
-    result.wall_seconds = time.perf_counter() - start
+    result.wall_seconds = wall_before + time.perf_counter() - start
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints of a run in progress
+# ---------------------------------------------------------------------------------------------
+
+#: Version of the checkpoint's layout; a file of another version is set aside, not read.
+CHECKPOINT_FORMAT = 1
+#: Settings that do not change what a run computes: a checkpoint may differ in them.
+_NOT_COMPUTED = ("data_dir", "download", "num_cpus", "num_gpus")
+
+
+def checkpoint_path(results_dir: str | Path, key: str) -> Path:
+    """Where the run named ``key`` keeps its checkpoint in ``results_dir``: ``<key>.partial.pt``."""
+    return Path(results_dir) / f"{key}.partial.pt"
+
+
+def _checked_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items() if k not in _NOT_COMPUTED}
+
+
+def _set_aside(path: Path, why: str) -> None:
+    bad = path.with_name(path.name + ".bad")
+    try:
+        path.replace(bad)
+    except OSError as err:
+        warnings.warn(f"checkpoint {path}: {why}; could not rename it ({err}); starting from round 1", RuntimeWarning, stacklevel=3)
+        return
+    warnings.warn(f"checkpoint {path}: {why}; moved to {bad.name}, starting from round 1", RuntimeWarning, stacklevel=3)
+
+
+def _read_checkpoint(path: Path, cfg: ExperimentConfig, *, engine: str, batched_clients: bool) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if there is one and it is this run's; else None (a damaged or
+    foreign file is set aside as ``*.bad``)."""
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated, not a torch file, unknown types, ...
+        _set_aside(path, f"unreadable ({type(err).__name__}: {err})")
+        return None
+    why = None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        why = "not a checkpoint of this version"
+    elif data.get("key") != cfg.key() or data.get("config") != _checked_config(cfg):
+        why = f"it is the checkpoint of another run ({data.get('key')!r}, not {cfg.key()!r})"
+    elif data.get("engine") != engine or data.get("batched_clients") != batched_clients:
+        why = (f"it was written by the {data.get('engine')!r} engine (batched clients: {data.get('batched_clients')}), "
+               f"this run uses {engine!r} (batched clients: {batched_clients})")
+    elif not isinstance(data.get("round"), int) or not 1 <= data["round"] < cfg.rounds:
+        why = f"its round {data.get('round')!r} is not one of 1..{cfg.rounds - 1}"
+    elif not all(k in data for k in ("model", "strategy", "rounds", "evals", "initial_acc", "wall_seconds", "rng")):
+        why = "it lacks part of the run's state"
+    if why is not None:
+        _set_aside(path, why)
+        return None
+    return data
+
+
+def _to_cpu_tree(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu")
+    if isinstance(value, dict):
+        return {k: _to_cpu_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu_tree(v) for v in value)
+    return value
+
+
+def _write_checkpoint(path: Path, data: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file, on disk (fsync) before it replaces ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb") as fh:
+            torch.save(_to_cpu_tree(data), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _get_rng_state() -> dict[str, Any]:
+    """The process-wide generators (torch, CUDA when in use, numpy's legacy one, Python's
+    ``random``, which Flower's node sampling draws from), as plain data and tensors."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def client_app():
@@ -428,6 +605,7 @@ def run_experiment(
     progress: Callable[[RoundRecord], None] | None = None,
     ray_address: str | None = None,
     batched_clients: bool = False,
+    checkpoint: str | Path | None = None,
 ) -> RunResult:
     """Run ``cfg`` under ``engine``: ``inprocess`` (no Ray) or ``ray`` (Flower's simulation engine).
 
@@ -435,7 +613,9 @@ def run_experiment(
     of starting a local one.  ``batched_clients`` (in-process engine only): each round's FedSGD
     client steps are computed in batched ``torch.func`` calls before the ClientApp runs for
     every node (see :class:`~simulations.engine.inprocess.InProcessGrid`); the run's config and
-    key are unchanged, the result's ``engine_options`` records it.
+    key are unchanged, the result's ``engine_options`` records it.  ``checkpoint``: a file to
+    save the run's state to every ``cfg.eval_every`` rounds and resume from (see
+    :func:`run_on_grid`); None (default) writes none.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -445,7 +625,7 @@ def run_experiment(
         from .inprocess import InProcessGrid
 
         grid = InProcessGrid(client_app(), cfg.num_clients, seed=cfg.seed, batched_clients=batched_clients)
-        result = run_on_grid(grid, cfg, engine=engine, progress=progress)
+        result = run_on_grid(grid, cfg, engine=engine, progress=progress, checkpoint=checkpoint)
         if batched_clients:
             result.engine_options["batched_clients"] = True
         return result
@@ -459,7 +639,7 @@ def run_experiment(
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        box["result"] = run_on_grid(grid, cfg, engine="ray", progress=progress)
+        box["result"] = run_on_grid(grid, cfg, engine="ray", progress=progress, checkpoint=checkpoint)
 
     init_args: dict[str, Any] = {"address": ray_address} if ray_address else {"num_cpus": os.cpu_count() or 2}
     backend_config = {

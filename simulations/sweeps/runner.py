@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ExperimentConfig
-from ..engine import RoundRecord, RunResult, run_experiment
+from ..engine import RoundRecord, RunResult, checkpoint_path, run_experiment
 
 __all__ = [
     "expand",
@@ -142,6 +142,11 @@ def run_sweep(
     progress (tqdm, on stderr).
 
     ``batched_clients``: see :func:`simulations.engine.run_experiment` (in-process engine only).
+
+    Each run checkpoints itself every ``eval_every`` rounds into ``<key>.partial.pt`` in
+    ``results_dir`` and, run again after being killed, resumes from there with the result an
+    uninterrupted run gives (timings aside); the file is deleted once the result is written.
+    ``reuse=False`` redoes finished runs only: resuming a partial one changes no figure.
     """
     check_jobs(jobs, engine)
     if batched_clients and engine != "inprocess":
@@ -165,6 +170,7 @@ def run_sweep(
     def finish(i: int, result: RunResult, seconds: float) -> None:
         cfg = configs[i]
         result.write(results_dir)
+        checkpoint_path(results_dir, cfg.key()).unlink(missing_ok=True)
         done[i] = result
         bar.update(1)
         summary = result.summary()
@@ -178,7 +184,7 @@ def run_sweep(
 
     try:
         if jobs > 1 and len(todo) > 1:
-            _run_parallel(configs, todo, jobs, finish, batched_clients=batched_clients)
+            _run_parallel(configs, todo, jobs, finish, results_dir, batched_clients=batched_clients)
         else:
             for i in todo:
                 cfg = configs[i]
@@ -191,7 +197,8 @@ def run_sweep(
 
                 start = time.perf_counter()
                 result = run_experiment(
-                    cfg, engine=engine, progress=tick, ray_address=ray_address, batched_clients=batched_clients
+                    cfg, engine=engine, progress=tick, ray_address=ray_address, batched_clients=batched_clients,
+                    checkpoint=checkpoint_path(results_dir, cfg.key()),
                 )
                 rounds_bar.close()
                 finish(i, result, time.perf_counter() - start)
@@ -216,6 +223,7 @@ def _run_parallel(
     todo: Sequence[int],
     jobs: int,
     finish: Callable[[int, RunResult, float], None],
+    results_dir: Path,
     *,
     batched_clients: bool = False,
 ) -> None:
@@ -227,7 +235,7 @@ def _run_parallel(
 
     initargs = (threads, flower_is_quiet())
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
-        pending = {pool.submit(_run_in_worker, configs[i], batched_clients): i for i in todo}
+        pending = {pool.submit(_run_in_worker, configs[i], batched_clients, str(checkpoint_path(results_dir, configs[i].key()))): i for i in todo}
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -410,9 +418,10 @@ def _init_worker(threads: int, quiet: bool) -> None:
         quiet_flower()
 
 
-def _run_in_worker(cfg: ExperimentConfig, batched_clients: bool = False) -> tuple[dict[str, Any], float]:
+def _run_in_worker(cfg: ExperimentConfig, batched_clients: bool = False,
+                   checkpoint: str | None = None) -> tuple[dict[str, Any], float]:
     start = time.perf_counter()
-    result = run_experiment(cfg, engine="inprocess", batched_clients=batched_clients)
+    result = run_experiment(cfg, engine="inprocess", batched_clients=batched_clients, checkpoint=checkpoint)
     return result.to_json(), time.perf_counter() - start
 
 
