@@ -63,6 +63,23 @@ def test_coherence_filter_drops_colluders_that_send_one_vector() -> None:
     assert not bool(mask[BYZ].any()) and info["rejected_by_coherence"] == M
 
 
+@pytest.mark.parametrize("signal", [1.0, 3.0, 6.0])
+def test_coherence_filter_drops_identical_colluders_however_aligned_the_honest_rows_are(signal: float) -> None:
+    # Late in training honest rows can be strongly aligned (pairwise cosines ~0.4-0.9, per-row
+    # maxima spread over a tenth): a spread-based threshold on the cosine scale then lies at or
+    # above 1 and 10 identical rows passed (seen in a converged MNIST run under
+    # signguard_tailored).  On Fisher's z scale an exact duplicate is infinitely far.
+    gen = torch.Generator().manual_seed(1)
+    rows = honest_rows(signal=signal)
+    rows[: N - M] *= 1 + 0.5 * torch.rand(N - M, 1, generator=gen, dtype=torch.float64)  # norms differ
+    rows[: N - M] += 0.05 * signal * torch.randn(N - M, 1, generator=gen, dtype=torch.float64) * rows[0]  # uneven alignment
+    rows[BYZ] = rows[: N - M].mean(0)
+    mask, info = hardening_filters(rows, torch.ones(N, dtype=torch.bool),
+                                   SignGuardParams(preset="hardened", direction_filter=False))
+    assert not bool(mask[BYZ].any()) and bool(mask[: N - M].all())
+    assert info["coherence_threshold"] < 1.0
+
+
 def test_sign_mimic_passes_plain_signguard_but_not_the_hardened_preset() -> None:
     rows = honest_rows()
     rows[BYZ] = sign_mimic(rows, BYZ)

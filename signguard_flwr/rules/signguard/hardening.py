@@ -9,9 +9,11 @@ vector the attacker could steer:
 direction  ``s_i = median_{j≠i} C_ij``.  With an honest majority the median runs over honest
            rows for every client, so a row pointing against the honest ones gets a low ``s_i``
            however the colluders place themselves.  Rows far *below* the others are dropped.
-coherence  ``t_i = max_{j≠i} C_ij``.  Honest updates of one round are nearly orthogonal late in
-           training (pairwise cosines of a few hundredths); colluders that send the same, or
-           nearly the same, crafted vector are far *above* that.  Rows far above are dropped,
+coherence  ``t_i = max_{j≠i} C_ij``, judged on Fisher's z scale (``atanh``).  Honest updates of
+           one round are nearly orthogonal late in training (pairwise cosines of a few
+           hundredths); colluders that send the same, or nearly the same, crafted vector are far
+           *above* that, and on the z scale an exact duplicate is infinitely far even when the
+           honest rows are strongly aligned.  Rows far above are dropped,
            which forces colluders to be as diverse as honest clients, and with that diversity
            their common push shrinks to what honest clients push the other way.
 
@@ -99,9 +101,15 @@ def hardening_filters(
         info.update(direction=full, direction_threshold=threshold, rejected_by_direction=int(low.sum()))
     if p.coherence_filter:
         t = torch.nan_to_num(off, nan=-2.0).max(dim=1).values
-        q25, q50 = torch.quantile(t, 0.25), torch.quantile(t, 0.5)
-        threshold = float(q50 + k * max(float(q50 - q25), floor))
-        high = t > threshold
+        # Judged on Fisher's z scale (atanh): cosines saturate at 1, so when honest rows are
+        # strongly aligned a spread-based threshold on the cosine scale lies at or above 1 and
+        # identical colluders pass (measured: converged MNIST under signguard_tailored, 10 of
+        # 10 kept); atanh stretches the top so an exact duplicate is infinitely far.
+        z = torch.atanh(t.clamp(-1 + 1e-12, 1 - 1e-12))
+        q25, q50 = torch.quantile(z, 0.25), torch.quantile(z, 0.5)
+        threshold_z = float(q50 + k * max(float(q50 - q25), floor))
+        threshold = math.tanh(threshold_z)
+        high = z > threshold_z
         passed[index[high]] = False
         full = torch.full((n,), float("nan"), dtype=torch.float64)
         full[index] = t
