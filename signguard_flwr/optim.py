@@ -95,14 +95,7 @@ class ServerOptimizer:
             self.steps += 1
             return weights + update
         if self._param is None or self._param.shape != weights.shape or self._param.device != weights.device:
-            self._param = torch.nn.Parameter(weights.detach().clone())
-            self._opt = torch.optim.SGD(
-                [self._param],
-                lr=self.lr,
-                momentum=self.momentum,
-                weight_decay=self.weight_decay,
-                nesterov=self.nesterov,
-            )
+            self._new_optimizer(weights.detach().clone())
         assert self._opt is not None
         # What rollback() restores: the momentum buffer before this step (a copy of d values).
         state = self._opt.state.get(self._param, {})
@@ -166,16 +159,20 @@ class ServerOptimizer:
         if buffers:
             buffer = buffers[0]
             target = buffer.device if device is None else torch.device(device)
-            self._param = torch.nn.Parameter(torch.zeros_like(buffer, device=target))
-            self._opt = torch.optim.SGD(
-                [self._param],
-                lr=self.lr,
-                momentum=self.momentum,
-                weight_decay=self.weight_decay,
-                nesterov=self.nesterov,
-            )
+            self._new_optimizer(torch.zeros_like(buffer, device=target))
             self._opt.state[self._param]["momentum_buffer"] = buffer.detach().to(target).clone()
         self.steps = steps
+
+    def _new_optimizer(self, values: torch.Tensor) -> None:
+        """A fresh flat parameter holding ``values`` and torch's SGD over it, with our settings."""
+        self._param = torch.nn.Parameter(values)
+        self._opt = torch.optim.SGD(
+            [self._param],
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            nesterov=self.nesterov,
+        )
 
     def __repr__(self) -> str:
         return (
