@@ -37,7 +37,7 @@ CAPTURED = {
     "agnews-cpu": (6, "b68f6199ecc84fc1"),
     # Added after #12 (defense-aware attacks, #13); captured when first run.
     "defense-aware-mini": (10, "005d0d22d564c53c"),
-    "defense-aware-mnist": (416, "a351e608ba0b9ceb"),
+    "defense-aware-mnist": (416, "e0cae82e00c824bf"),
 }
 
 
@@ -113,6 +113,10 @@ def test_defense_aware_sweep_puts_the_hardened_presets_claims_first() -> None:
     # not define (local LIE, reverse-with-scaling: Table III's ablation).
     wanted = {name for name, a in ATTACKS.items() if a.kind != "meta"} - {"lie_local", "reverse_scaling"}
     assert {c.attack for c in hardened_first} == wanted
+    # Then seeds 1 and 2 of the same 17 cells, so that the targets are judged on three seeds
+    # before the 13-defense table starts.
+    assert all("hardened" in str(c.defense_params) and c.seed in (1, 2) for c in configs[18:52])
+    assert configs[52].defense == "mean" and configs[52].seed == 0
     seeds = {}
     for c in configs:
         seeds.setdefault((c.defense, str(c.defense_params), c.attack, str(c.attack_params)), set()).add(c.seed)
