@@ -12,8 +12,13 @@ DEFENSES = ("mean", "median", "multi_krum", "signguard")
 ATTACKS = ("none", "lie", "min_max", "sign_flip")
 
 
+# Rules that aggregate every row record 100% of both kinds kept, as the engine records them.
+AGGREGATE_ALL = ("mean", "median", "nnm_median")
+
+
 def _block(defenses=DEFENSES, attacks=ATTACKS, seeds=(0,)):
-    results = [make_result(defense=d, attack=a, accs=(0.5, 0.9 - 0.01 * i), seed=s, byzantine_rate=0.25)
+    results = [make_result(defense=d, attack=a, accs=(0.5, 0.9 - 0.01 * i), seed=s,
+                           byzantine_rate=1.0 if d in AGGREGATE_ALL else 0.25)
                for i, d in enumerate(defenses) for a in attacks for s in seeds]
     [block] = group_blocks(entries_from_results(results))
     return block
@@ -39,3 +44,11 @@ def test_figure_annotates_accuracy_spread_and_kept_share(tmp_path: Path) -> None
     assert "87.0±0.0\n25% kept" in texts  # SignGuard under an attack: it selects rows
     assert not any("kept" in t for t in texts if t.startswith("89.0"))  # Median aggregates every row
     assert plot_heatmap(_block(), tmp_path / "h.png").stat().st_size > 0
+
+
+def test_kept_share_follows_recorded_selection_not_rule_names() -> None:
+    # A rule the report has no list entry for: NNM + median aggregates every row (no figure),
+    # a selecting rule under a new name keeps its figure.
+    texts = [t.get_text() for t in heatmap_figure(_block(defenses=("nnm_median", "bulyan", "mean", "dnc"))).axes[0].texts]
+    assert not any("kept" in t for t in texts if t.startswith("90.0"))  # nnm_median
+    assert sum("25% kept" in t for t in texts) == 2 * (len(ATTACKS) - 1)  # Bulyan and DnC under each attack

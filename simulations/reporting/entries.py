@@ -10,6 +10,7 @@ then the others).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,11 @@ class Entry:
     """One run with the labels the tables use."""
 
     result: RunResult
+
+    @functools.cached_property
+    def summary(self) -> dict[str, Any]:
+        """The run's :meth:`RunResult.summary`, computed once (the report reads it many times per run)."""
+        return self.result.summary()
 
     @property
     def config(self) -> dict[str, Any]:

@@ -27,8 +27,20 @@ __all__ = ["MIN_SIDE", "heatmap_cells", "heatmap_figure", "plot_heatmap", "wants
 MIN_SIDE = 4
 """A block gets a heatmap when it has at least this many defenses and this many attacks."""
 
-# Rules that aggregate every update (nothing is "kept" or dropped): no malicious-kept figure.
-_NON_SELECTING = {"mean", "median", "trimmed_mean", "geomed", "centered_clipping"}
+
+def selecting_defenses(entries: Sequence[Entry]) -> set[str]:
+    """Defense labels that dropped at least one update in some run of ``entries``.
+
+    Read from the recorded selection rather than from a list of rule names, so that a new rule
+    (or a composition such as ``nnm_*``) is classified by what it did: rules that aggregate every
+    update (mean, median, GeoMed, centered clipping, ...) keep 100% of both kinds in every run and
+    get no "% kept" figure, which would say nothing about them.
+    """
+    return {
+        e.defense_label()
+        for e in entries
+        if e.summary["honest_selected_rate"] < 1.0 or e.summary["byzantine_selected_rate"] < 1.0
+    }
 
 
 def _labels(entries: Sequence[Entry], key, label) -> list[str]:
@@ -64,6 +76,7 @@ def heatmap_figure(block: Block, *, chance: float | None = None) -> Figure:
             chance = 100.0 / get_task(block.task).num_classes
         except (KeyError, ValueError):
             chance = 10.0
+    selecting = selecting_defenses([e for runs in cells.values() for e in runs])
     values = np.full((len(rows), len(cols)), np.nan)
     text: dict[tuple[int, int], str] = {}
     for (r, c), runs in cells.items():
@@ -73,14 +86,13 @@ def heatmap_figure(block: Block, *, chance: float | None = None) -> Figure:
         line = f"{values[i, j]:.1f}"
         if len(accs) > 1:
             line += f"±{statistics.stdev(accs):.1f}"
-        if runs[0].attack != "none" and runs[0].defense not in _NON_SELECTING:
-            kept = statistics.fmean(float(e.result.summary()["byzantine_selected_rate"]) for e in runs)
+        if runs[0].attack != "none" and r in selecting:
+            kept = statistics.fmean(float(e.summary["byzantine_selected_rate"]) for e in runs)
             line += f"\n{100 * kept:.0f}% kept"
         text[i, j] = line
     top = np.nanmax(values) if np.isfinite(values).any() else 100.0
     fig, ax = plt.subplots(figsize=(max(8.0, 2.0 + 1.05 * len(cols)), 1.4 + 0.55 * len(rows)))
-    cmap = plt.get_cmap("RdYlGn").copy()
-    cmap.set_bad("#eeeeee")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#eeeeee")
     ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=chance, vmax=max(top, chance + 1), aspect="auto")
     for (i, j), line in text.items():
         ax.text(j, i, line, ha="center", va="center", fontsize=7)

@@ -262,8 +262,8 @@ def table2_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
                 if not members:
                     line += ["–", "–"]
                     continue
-                h, _, _ = _mean_std([e.result.summary()["honest_selected_rate"] for e in members])
-                m, _, _ = _mean_std([e.result.summary()["byzantine_selected_rate"] for e in members])
+                h, _, _ = _mean_std([e.summary["honest_selected_rate"] for e in members])
+                m, _, _ = _mean_std([e.summary["byzantine_selected_rate"] for e in members])
                 first = members[0]
                 ref = (
                     paper.table2(first.defense, first.attack)
@@ -289,8 +289,8 @@ def selected_rates_markdown(entries: Sequence[Entry], *, heading: str = "###") -
     )
 
     def rates(members: Sequence[Entry]) -> str:
-        h, _, _ = _mean_std([e.result.summary()["honest_selected_rate"] for e in members])
-        m, _, _ = _mean_std([e.result.summary()["byzantine_selected_rate"] for e in members])
+        h, _, _ = _mean_std([e.summary["honest_selected_rate"] for e in members])
+        m, _, _ = _mean_std([e.summary["byzantine_selected_rate"] for e in members])
         return f"{_fmt(h, 3)} / {_fmt(m, 3)}"
 
     out += _defense_by_attack_tables(entries, rates, heading)
@@ -373,9 +373,9 @@ def detection_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str
     )
 
     def precision_recall(members: Sequence[Entry]) -> str:
-        tp = sum(int(e.result.summary()["tp"]) for e in members)
-        fp = sum(int(e.result.summary()["fp"]) for e in members)
-        fn = sum(int(e.result.summary()["fn"]) for e in members)
+        tp = sum(int(e.summary["tp"]) for e in members)
+        fp = sum(int(e.summary["fp"]) for e in members)
+        fn = sum(int(e.summary["fn"]) for e in members)
         precision = tp / (tp + fp) if tp + fp else float("nan")
         recall = tp / (tp + fn) if tp + fn else float("nan")
         return f"{_fmt(precision)} / {_fmt(recall)}"

@@ -54,7 +54,7 @@ def _gap(points: float) -> str:
 
 
 def _summary(entry: Entry, key: str) -> float:
-    return float(entry.result.summary()[key])
+    return float(entry.summary[key])
 
 
 def hardened_targets(block: Block) -> list[tuple[str, str, str]]:

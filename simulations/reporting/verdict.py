@@ -75,7 +75,7 @@ def outcomes(entries: Sequence[Entry]) -> list[Outcome]:
         clean = cells.get((defense, "none"))
         if attack == "none" or not clean:
             continue
-        summaries = [r.result.summary() for r in runs]
+        summaries = [r.summary for r in runs]
         out.append(
             Outcome(
                 defense=defense,
