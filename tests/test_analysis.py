@@ -66,3 +66,28 @@ def test_mirror_bound_stays_below_its_bound_and_keeps_the_step_direction() -> No
     assert out["q"] == pytest.approx(c, abs=0.01)
     assert 0 < out["kappa"] <= out["kappa_bound"] < out["reversal_at"] == 5
     assert 0 < out["step_along_mu"] < 1  # slowed, not reversed
+
+
+def test_defense_aware_snapshots_cover_every_defense_of_the_sweep() -> None:
+    import torch
+
+    from simulations.analysis import defense_aware_snapshots as snap
+
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.randn(300, generator=gen)
+    matrix = -(mu / mu.norm() + 0.05 * torch.randn(12, 300, generator=gen))
+    attacks = tuple(a for a in snap.DEFENSE_AWARE_ATTACKS if a[0] in {"none", "fang_krum", "sign_mimic"})
+    rows = snap.evaluate(matrix, m=2, attacks=attacks, rules=snap.ALL_DEFENSES)
+    assert len(rows) == len(attacks) * len(snap.ALL_DEFENSES)
+    cell = {(r["attack"], r["rule"]): r for r in rows}
+    # Rules that aggregate every row report no kept counts; selecting rules do.
+    assert cell[("none", "Median")]["byzantine_kept"] is None
+    assert cell[("none", "Multi-Krum")]["honest_kept"] is not None
+    assert all(cell[("none", label)]["cosine_to_honest_mean"] > 0.5 for label, _, _ in snap.ALL_DEFENSES)
+    assert cell[("sign_mimic", "SignGuard hardened")]["byzantine_kept"] == 0
+    table = snap.defenses_markdown({3: rows}, m=2, n=12)
+    assert "**Round 3**" in table and "| NNM+CC |" in table and "| defense | none | fang_krum | sign_mimic |" in table
+    # The sweep's defenses, named as the sweep names them.
+    sweep = {"mean", "median", "trimmed_mean", "geomed", "multi_krum", "bulyan", "dnc", "centered_clipping",
+             "nnm_multi_krum", "nnm_centered_clipping", "signguard", "signguard_sim", "signguard_dist"}
+    assert {name for _, name, _ in snap.ALL_DEFENSES} == sweep

@@ -12,6 +12,10 @@ Usage (from the repository root; ~10 min of one core)::
 
     OMP_NUM_THREADS=1 .venv/bin/python -m simulations.analysis.defense_aware_snapshots \
         --rounds 5,20,60,120 --out defense-aware-snapshots.json
+
+``--all-defenses`` runs every defense of the ``defense-aware-mnist`` sweep (the paper's, Centered
+Clipping, NNM, the SignGuard family and the hardened preset) under every defense-aware attack
+instead: the one-step mechanism behind that sweep's table, at a fraction of its cost.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from clients.attacks import AttackParams, apply_attack, to_attack_domain
 from signguard_flwr.rules import RULES
 from simulations.config import ExperimentConfig
 from simulations.engine import run_experiment
+from simulations.engine.experiment import rule_under_test
 
 ATTACKS: tuple[tuple[str, dict], ...] = (
     ("none", {}),
@@ -42,6 +47,37 @@ ATTACKS: tuple[tuple[str, dict], ...] = (
 RULE_SETTINGS: tuple[tuple[str, str, dict], ...] = (
     ("SignGuard", "signguard", {}),
     ("SignGuard-Sim", "signguard_sim", {}),
+    ("SignGuard hardened", "signguard", {"preset": "hardened"}),
+)
+
+
+# --all-defenses: the defense-aware-mnist sweep's defenses and attacks.
+DEFENSE_AWARE_ATTACKS: tuple[tuple[str, str, dict], ...] = (
+    ("none", "none", {}),
+    ("ipm ε=0.1", "ipm", {"epsilon": 0.1}),
+    ("ipm ε=100", "ipm", {"epsilon": 100.0}),
+    ("fang_krum", "fang_krum", {}),
+    ("fang_trmean", "fang_trmean", {}),
+    ("agr_tailored", "agr_tailored", {}),
+    ("strongest", "strongest", {}),
+    ("sign_mimic", "sign_mimic", {}),
+    ("signguard_tailored", "signguard_tailored", {}),
+    ("mirror", "mirror", {}),
+)
+ALL_DEFENSES: tuple[tuple[str, str, dict], ...] = (
+    ("Mean", "mean", {}),
+    ("Median", "median", {}),
+    ("TrMean", "trimmed_mean", {}),
+    ("GeoMed", "geomed", {}),
+    ("Multi-Krum", "multi_krum", {}),
+    ("Bulyan", "bulyan", {}),
+    ("DnC", "dnc", {}),
+    ("CC", "centered_clipping", {}),
+    ("NNM+Multi-Krum", "nnm_multi_krum", {}),
+    ("NNM+CC", "nnm_centered_clipping", {}),
+    ("SignGuard", "signguard", {}),
+    ("SignGuard-Sim", "signguard_sim", {}),
+    ("SignGuard-Dist", "signguard_dist", {}),
     ("SignGuard hardened", "signguard", {"preset": "hardened"}),
 )
 
@@ -66,29 +102,52 @@ def capture(rounds: list[int], seed: int = 0) -> dict[int, torch.Tensor]:
     return kept
 
 
-def evaluate(matrix: torch.Tensor, m: int, seed: int = 0) -> list[dict]:
-    """Every attack × rule setting on one honest matrix; Byzantine rows are the last ``m``."""
+def evaluate(
+    matrix: torch.Tensor,
+    m: int,
+    seed: int = 0,
+    *,
+    attacks: tuple[tuple[str, str, dict], ...] | None = None,
+    rules: tuple[tuple[str, str, dict], ...] = RULE_SETTINGS,
+    progress: bool = False,
+) -> list[dict]:
+    """Every attack × rule setting on one honest matrix; Byzantine rows are the last ``m``.
+
+    ``attacks`` are ``(label, registry name, extra parameters)`` (default: :data:`ATTACKS`).
+    Rules that keep or drop no row (``selected`` is ``None``: median, trimmed mean, GeoMed,
+    centered clipping, ...) report ``None`` for both kept counts.
+    """
+    if attacks is None:
+        attacks = tuple((name, name, extra) for name, extra in ATTACKS)
     n = matrix.shape[0]
     byz = list(range(n - m, n))
     honest = to_attack_domain(matrix.clone())
     mu = honest[: n - m].mean(dim=0)
     out = []
-    for attack, extra in ATTACKS:
-        for label, name, params in RULE_SETTINGS:
+    for attack_label, attack, extra in attacks:
+        for label, name, params in rules:
+            started = time.perf_counter()
+            # The rule and parameters the experiments' strategy uses (declared f included).
+            rule_name, kwargs = rule_under_test(ExperimentConfig(defense=name, defense_params=params,
+                                                                 num_clients=n, num_byzantine=m))
             rows = honest.clone()
             if attack == "sign_flip":
                 rows[byz] = -honest[byz]
             elif attack != "none":
-                attack_params = AttackParams(target=name, target_params=params, **extra)
+                attack_params = AttackParams(target=rule_name, target_params=kwargs, **extra)
                 rows[byz] = apply_attack(attack, honest, byz, attack_params).rows.to(rows.dtype)
-            kwargs = dict(params)
-            if name != "signguard_sim":  # -Sim here is stateless (its warm-up statistic)
+            # Seeded coordinate samples for the randomised rules (SignGuard, DnC); -Sim is stateless here.
+            if "generator" in RULES[rule_name].param_names and name != "signguard_sim":
                 kwargs["generator"] = torch.Generator().manual_seed(seed + 1)
-            result = RULES[name](rows, **kwargs)
+            result = RULES[rule_name](rows, **kwargs)
             vector, selected = result.vector.double(), result.selected
             cosine = float(vector @ mu.double() / (vector.norm() * mu.double().norm()).clamp_min(1e-30))
-            out.append({"attack": attack, "rule": label, "honest_kept": int(selected[: n - m].sum()),
-                        "byzantine_kept": int(selected[n - m :].sum()), "cosine_to_honest_mean": round(cosine, 3)})
+            out.append({"attack": attack_label, "rule": label,
+                        "honest_kept": None if selected is None else int(selected[: n - m].sum()),
+                        "byzantine_kept": None if selected is None else int(selected[n - m :].sum()),
+                        "cosine_to_honest_mean": round(cosine, 3)})
+            if progress:
+                print(f"  {attack_label} × {label}: {time.perf_counter() - started:.1f} s", flush=True)
     return out
 
 
@@ -132,6 +191,30 @@ def mirror_bound(matrix: torch.Tensor, m: int, seed: int = 0) -> dict:
             "step_along_mu": round(along(attacked.vector) / along(clean.vector), 3)}
 
 
+def defenses_markdown(results: dict[int, list[dict]], m: int, n: int) -> str:
+    """One table per round: defenses as rows, attacks as columns (the sweep's table's layout)."""
+    lines = []
+    attacks = [label for label, _, _ in DEFENSE_AWARE_ATTACKS]
+    for rnd, rows in results.items():
+        present = [a for a in attacks if any(r["attack"] == a for r in rows)]
+        lines += [f"**Round {rnd}** (Byzantine kept of {m} · cos(aggregate, honest mean); rules that keep every row: "
+                  f"cosine only; honest kept of {n - m} where below {n - m})", "",
+                  "| defense | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+        for label in dict.fromkeys(r["rule"] for r in rows):
+            cells = []
+            for attack in present:
+                c = next(r for r in rows if r["attack"] == attack and r["rule"] == label)
+                text = f"{c['cosine_to_honest_mean']:+.2f}"
+                if c["byzantine_kept"] is not None:
+                    text = f"{c['byzantine_kept']} · {text}"
+                    if c["honest_kept"] < n - m:
+                        text += f" (H {c['honest_kept']})"
+                cells.append(text)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def markdown(results: dict[int, list[dict]], m: int, n: int) -> str:
     lines = []
     for rnd, rows in results.items():
@@ -154,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--mirror-bound", action="store_true",
                         help="only the mirror attack against the hardened preset, beside the bound on its κ")
+    parser.add_argument("--all-defenses", action="store_true",
+                        help="every defense of the defense-aware-mnist sweep under every defense-aware attack")
     args = parser.parse_args(argv)
     rounds = sorted({int(r) for r in args.rounds.split(",")})
     start = time.perf_counter()
@@ -167,9 +252,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{b['byzantine_kept']} of {args.byzantine} | {b['step_along_mu']:+.2f} |")
         print(f"(reversal needs κ > n/m = {kept[rounds[0]].shape[0] / args.byzantine:.0f}; {time.perf_counter() - start:.0f} s)")
         return 0
-    results = {rnd: evaluate(kept[rnd], args.byzantine, args.seed) for rnd in rounds}
     n = next(iter(kept.values())).shape[0]
-    print(markdown(results, args.byzantine, n))
+    if args.all_defenses:
+        results = {}
+        for rnd in rounds:
+            print(f"round {rnd}:", flush=True)
+            results[rnd] = evaluate(kept[rnd], args.byzantine, args.seed, attacks=DEFENSE_AWARE_ATTACKS,
+                                    rules=ALL_DEFENSES, progress=True)
+        print(defenses_markdown(results, args.byzantine, n))
+    else:
+        results = {rnd: evaluate(kept[rnd], args.byzantine, args.seed) for rnd in rounds}
+        print(markdown(results, args.byzantine, n))
     print(f"({time.perf_counter() - start:.0f} s)")
     if args.out is not None:
         args.out.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
