@@ -91,3 +91,25 @@ def test_defense_aware_snapshots_cover_every_defense_of_the_sweep() -> None:
     sweep = {"mean", "median", "trimmed_mean", "geomed", "multi_krum", "bulyan", "dnc", "centered_clipping",
              "nnm_multi_krum", "nnm_centered_clipping", "signguard", "signguard_sim", "signguard_dist"}
     assert {name for _, name, _ in snap.ALL_DEFENSES} == sweep
+
+
+def test_sign_flip_directions_separate_aligned_rows_and_not_orthogonal_ones() -> None:
+    import torch
+
+    from simulations.analysis.defense_aware_snapshots import sign_flip_directions
+
+    g = torch.Generator().manual_seed(0)
+    d = 20_000
+
+    def honest(c: float) -> torch.Tensor:  # unit rows with pairwise cosine c
+        mu = torch.randn(d, generator=g)
+        mu = mu / mu.norm() * c**0.5
+        return -(mu + torch.randn(50, d, generator=g) / d**0.5 * (1 - c) ** 0.5)  # model deltas = −gradients
+
+    aligned = sign_flip_directions(honest(0.3), 10)
+    assert aligned["honest_pairwise_cosine"] == pytest.approx(0.3, abs=0.02)
+    assert aligned["s_flipped"][2] < aligned["threshold"] < aligned["s_honest"][0]
+    assert aligned["flipped_kept"] == 0 and aligned["honest_kept"] == 40
+    orthogonal = sign_flip_directions(honest(0.0), 10)
+    assert orthogonal["s_flipped"][2] > orthogonal["threshold"]  # indistinguishable: kept
+    assert orthogonal["flipped_kept"] > 5

@@ -215,6 +215,33 @@ def defenses_markdown(results: dict[int, list[dict]], m: int, n: int) -> str:
     return "\n".join(lines)
 
 
+def sign_flip_directions(matrix: torch.Tensor, m: int, seed: int = 0) -> dict:
+    """Why the hardened preset keeps sign-flipped rows early in training, on one honest matrix.
+
+    The last ``m`` rows are replaced by their negatives and the hardened preset is run.  Returns
+    the honest rows' median pairwise cosine, the quartiles of the direction statistic
+    ``s_i = median_j C_ij`` over honest and over flipped rows, the filter's threshold, and how
+    many rows of each kind it keeps.  When honest updates are nearly orthogonal the two ranges of
+    ``s`` overlap, so no threshold on it drops the flipped rows without dropping honest ones.
+    """
+    n = matrix.shape[0]
+    honest = to_attack_domain(matrix.clone())
+    rows = honest.clone()
+    rows[n - m :] = -honest[n - m :]
+    result = RULES["signguard"](rows, preset="hardened", generator=torch.Generator().manual_seed(seed + 1))
+    s = result.info["direction"]
+    unit = torch.nn.functional.normalize(honest[: n - m].double(), dim=1)
+    pairwise = (unit @ unit.T)[~torch.eye(n - m, dtype=torch.bool)]
+    quartiles = torch.tensor([0.25, 0.5, 0.75], dtype=s.dtype)
+
+    def q(values: torch.Tensor) -> list[float]:
+        return [round(float(v), 4) for v in torch.quantile(values[~torch.isnan(values)], quartiles)]
+
+    return {"honest_pairwise_cosine": round(float(pairwise.median()), 4), "s_honest": q(s[: n - m]),
+            "s_flipped": q(s[n - m :]), "threshold": round(float(result.info["direction_threshold"]), 4),
+            "honest_kept": int(result.selected[: n - m].sum()), "flipped_kept": int(result.selected[n - m :].sum())}
+
+
 def markdown(results: dict[int, list[dict]], m: int, n: int) -> str:
     lines = []
     for rnd, rows in results.items():
@@ -237,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--mirror-bound", action="store_true",
                         help="only the mirror attack against the hardened preset, beside the bound on its κ")
+    parser.add_argument("--sign-flip", action="store_true",
+                        help="only sign-flip against the hardened preset: its direction statistic for honest and flipped rows")
     parser.add_argument("--all-defenses", action="store_true",
                         help="every defense of the defense-aware-mnist sweep under every defense-aware attack")
     args = parser.parse_args(argv)
@@ -253,6 +282,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(reversal needs κ > n/m = {kept[rounds[0]].shape[0] / args.byzantine:.0f}; {time.perf_counter() - start:.0f} s)")
         return 0
     n = next(iter(kept.values())).shape[0]
+    if args.sign_flip:
+        print("| round | honest median pairwise cosine | s of honest rows (Q25 / Q50 / Q75) | s of flipped rows (Q25 / Q50 / Q75) "
+              "| threshold | honest kept | flipped kept |")
+        print("|---|---|---|---|---|---|---|")
+        for rnd in rounds:
+            b = sign_flip_directions(kept[rnd], args.byzantine, args.seed)
+            print(f"| {rnd} | {b['honest_pairwise_cosine']:+.3f} | {' / '.join(f'{v:+.3f}' for v in b['s_honest'])} | "
+                  f"{' / '.join(f'{v:+.3f}' for v in b['s_flipped'])} | {b['threshold']:+.3f} | "
+                  f"{b['honest_kept']} of {n - args.byzantine} | {b['flipped_kept']} of {args.byzantine} |")
+        print(f"({time.perf_counter() - start:.0f} s)")
+        return 0
     if args.all_defenses:
         results = {}
         for rnd in rounds:
