@@ -51,7 +51,7 @@ def test_met_missed_within_spread_and_missing_targets_are_told_apart() -> None:
     assert rows[f"LIE: {within}"][0].startswith("97.60±0.14 (2 seeds)")
     assert rows["LIE: no malicious update kept"][1] == "yes"
     assert rows["Min-Max: no malicious update kept"][1] == "yes"
-    assert rows["ByzMean: no malicious update kept"] == ("2.00% (largest of 1 seeds)", "no")
+    assert rows["ByzMean: no malicious update kept"] == ("2.00% (largest of 1 seed)", "no")
     assert rows["Min-Sum: no malicious update kept"] == ("no run", "missing")
 
 

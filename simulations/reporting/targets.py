@@ -46,7 +46,11 @@ def _stats(values: Sequence[float]) -> tuple[float, float]:
 
 def _acc(values: Sequence[float]) -> str:
     mean, std = _stats([100 * v for v in values])
-    return f"{mean:.2f}" + (f"±{std:.2f}" if not math.isnan(std) else "") + f" ({len(values)} seed{'s' if len(values) != 1 else ''})"
+    return f"{mean:.2f}" + (f"±{std:.2f}" if not math.isnan(std) else "") + f" ({_seeds(len(values))})"
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed{'s' if count != 1 else ''}"
 
 
 def _gap(points: float) -> str:
@@ -104,7 +108,7 @@ def hardened_targets(block: Block) -> list[tuple[str, str, str]]:
     if flips:
         kept = statistics.fmean(_summary(e, "byzantine_selected_rate") for e in flips)
         rows.append((f"sign-flip: at most {SIGN_FLIP_KEPT:.0%} of malicious updates kept",
-                     f"{kept:.1%} ({len(flips)} seeds)", "yes" if kept <= SIGN_FLIP_KEPT else "no"))
+                     f"{kept:.1%} ({_seeds(len(flips))})", "yes" if kept <= SIGN_FLIP_KEPT else "no"))
     else:
         rows.append((f"sign-flip: at most {SIGN_FLIP_KEPT:.0%} of malicious updates kept", "no sign-flip run", "missing"))
 
@@ -113,7 +117,7 @@ def hardened_targets(block: Block) -> list[tuple[str, str, str]]:
         label = runs[0].attack_label() if runs else ATTACK_NAMES.get(attack, attack)
         if runs:
             kept = max(_summary(e, "byzantine_selected_rate") for e in runs)
-            rows.append((f"{label}: no malicious update kept", f"{kept:.2%} (largest of {len(runs)} seeds)",
+            rows.append((f"{label}: no malicious update kept", f"{kept:.2%} (largest of {_seeds(len(runs))})",
                          "yes" if kept == 0 else "no"))
         else:
             rows.append((f"{label}: no malicious update kept", "no run", "missing"))
