@@ -122,3 +122,8 @@ def test_defense_aware_sweep_puts_the_hardened_presets_claims_first() -> None:
         seeds.setdefault((c.defense, str(c.defense_params), c.attack, str(c.attack_params)), set()).add(c.seed)
     assert all(s == {0, 1, 2} for (d, dp, a, ap), s in seeds.items() if "hardened" in dp and ap == "{}")
     assert len({c.defense for c in configs}) == 13
+    # Its no-attack runs shared with converged-mnist (same keys) are copied from there, not run twice.
+    assert ps.SWEEPS["defense-aware-mnist"].reuse_from == ("converged-mnist",)
+    converged = {c.key() for c in ps.build_sweep("converged-mnist")}
+    shared = [c for c in configs if c.key() in converged]
+    assert len(shared) == 24 and all(c.attack == "none" for c in shared)  # 7 defenses x 3 seeds, 3 x seed 0

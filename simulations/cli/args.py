@@ -10,6 +10,7 @@ or value raises :class:`CLIError` (one line, exit code 2); :mod:`.main` runs the
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -203,6 +204,27 @@ def configs_from_sweep_args(args: argparse.Namespace) -> list[ExperimentConfig]:
     return list(unique.values())
 
 
+def sweep_reuse_folders(args: argparse.Namespace, results_dir: Path) -> list[Path]:
+    """Folders whose finished runs ``sweep`` copies instead of running: the sweep file's
+    ``reuse-from`` (sweep names, folders beside ``results_dir``), then ``--reuse-from``."""
+    names: tuple[str, ...] = ()
+    if args.config:
+        from ..sweeps.files import read_sweep
+
+        names = read_sweep(args.config).reuse_from
+    elif args.name:
+        from ..sweeps.named import SWEEPS
+
+        names = SWEEPS[args.name].reuse_from if args.name in SWEEPS else ()
+    folders = [results_dir.parent / name for name in names]
+    for text in args.reuse_from or ():
+        folder = Path(text).expanduser()
+        if not folder.is_dir():
+            raise CLIError(f"--reuse-from {text}: not a folder")
+        folders.append(folder)
+    return folders
+
+
 def _sweep_configs(args: argparse.Namespace) -> list[ExperimentConfig]:
     """The runs of ``sweep NAME`` or ``sweep --config FILE``."""
     if args.config:
@@ -276,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default=None, help="a named sweep (see --list)")
     p.add_argument("--list", action="store_true", help="print the named sweeps and their size")
     p.add_argument("--no-reuse", action="store_true", help="redo runs whose result files exist")
+    p.add_argument("--reuse-from", action="append", default=[], metavar="DIR",
+                   help="another sweep's result folder: runs finished there (same key) are copied, not run again "
+                   "(repeatable; a sweep file's reuse-from names such folders beside its own)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs without running them, with the time each run still to do is estimated to take "
                    "(from the round costs of finished runs here and in docs/results) and the total for --jobs")

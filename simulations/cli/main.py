@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..config import ExperimentConfig
-from .args import CLIError, build_parser, config_from_args, configs_from_sweep_args
+from .args import CLIError, build_parser, config_from_args, configs_from_sweep_args, sweep_reuse_folders
 
 __all__ = ["main", "CLIError", "REPO_ROOT"]
 
@@ -74,7 +74,8 @@ def _say(text: str = "") -> None:
     sys.stdout.flush()
 
 
-def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: argparse.Namespace, *, reuse: bool):
+def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: argparse.Namespace, *, reuse: bool,
+                 reuse_from: Sequence[Path] = ()):
     from ..sweeps.runner import check_jobs, run_sweep
 
     jobs = getattr(args, "jobs", 1)
@@ -96,6 +97,7 @@ def _run_configs(configs: Sequence[ExperimentConfig], results_dir: Path, args: a
         ray_address=args.ray_address,
         jobs=jobs,
         batched_clients=batched,
+        reuse_from=reuse_from,
     )
 
 
@@ -174,7 +176,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         default = SWEEP_RESULTS / Path(args.config).stem if args.config else SWEEP_RESULTS
     results_dir = _results_dir(args, default)
+    reuse_from = sweep_reuse_folders(args, results_dir)
     finished: set[str] = set()
+    shared: dict[str, Path] = {}
     damaged: dict[str, str] = {}
     for cfg in configs if not args.no_reuse else ():
         path = result_path(results_dir, cfg)
@@ -184,11 +188,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 damaged[cfg.key()] = problem or "damaged"
             else:
                 finished.add(cfg.key())
+                continue
+        for folder in reuse_from:
+            other = result_path(folder, cfg)
+            if other.is_file() and check_result(other, cfg)[0] is not None:
+                shared[cfg.key()] = folder
+                break
     extra = f", {len(damaged)} damaged (to redo)" if damaged else ""
+    extra += f", {len(shared)} to copy from {', '.join(sorted({f.name for f in shared.values()}))}" if shared else ""
     _say(f"Sweep {args.name or args.config or '(flags)'}: {len(configs)} runs, {len(finished)} already done{extra}, into {results_dir}")
     if args.dry_run:
-        return _dry_run(configs, finished, results_dir, args.jobs, damaged)
-    results = _run_configs(configs, results_dir, args, reuse=not args.no_reuse)
+        return _dry_run(configs, finished, results_dir, args.jobs, damaged, shared)
+    results = _run_configs(configs, results_dir, args, reuse=not args.no_reuse, reuse_from=reuse_from)
     entries = entries_from_results(results)
     _say()
     _say(table1_markdown(entries))
@@ -206,16 +217,19 @@ def _measured_results(results_dir: Path) -> list:
 
 
 def _dry_run(configs: Sequence[ExperimentConfig], finished: set[str], results_dir: Path, jobs: int,
-             damaged: dict[str, str] | None = None) -> int:
-    """List the runs (done / todo, with each todo run's estimated time) and the sweep's estimate."""
+             damaged: dict[str, str] | None = None, shared: dict[str, Path] | None = None) -> int:
+    """List the runs (done / shared / todo, with each todo run's estimated time) and the sweep's estimate."""
     from ..sweeps.runner import estimate_seconds
 
-    todo = [c for c in configs if c.key() not in finished]
+    shared = shared or {}
+    todo = [c for c in configs if c.key() not in finished and c.key() not in shared]
     estimate = estimate_seconds(todo, _measured_results(results_dir), jobs=jobs)
     per_run = {r.config.key(): r.text() for r in estimate.runs}
     for cfg in configs:
         if cfg.key() in finished:
             _say(f"  [done] {cfg.key()}  rounds={cfg.rounds}")
+        elif cfg.key() in shared:
+            _say(f"  [copy] {cfg.key()}  rounds={cfg.rounds}  (finished in {shared[cfg.key()]})")
         elif damaged and cfg.key() in damaged:
             _say(f"  [redo] {cfg.key()}  rounds={cfg.rounds}  {per_run[cfg.key()]}  (result file damaged: {damaged[cfg.key()]})")
         else:

@@ -20,7 +20,8 @@ A **sweep file** holds an optional ``description``, the settings every run share
     defense = ["mean", "signguard"]
 
 or in several ``[[grid]]`` blocks, run one after the other (a run listed twice runs once, at
-its first place).  Keys not given keep the defaults of :data:`clients.schema.SETTINGS`;
+its first place).  ``reuse-from = ["other-sweep"]`` names sweeps whose result folders (beside
+this sweep's) hold runs it shares: those are copied, not run again.  Keys not given keep the defaults of :data:`clients.schema.SETTINGS`;
 ``byzantine-fraction`` may stand for ``num-byzantine``.  Unknown keys and bad values are
 errors naming the file and the key.  The named sweeps of ``signguard-sim sweep NAME`` are such
 files (``simulations/sweeps/``).
@@ -44,7 +45,7 @@ __all__ = ["read_experiment", "read_sweep", "SweepSpec", "merge_settings"]
 
 _BY_KEY = {s.key: s for s in EXPERIMENT_SETTINGS}
 _BYZANTINE_KEYS = ("num-byzantine", BYZANTINE_FRACTION)
-_SWEEP_KEYS = ("description", "base", "grid")
+_SWEEP_KEYS = ("description", "base", "grid", "reuse-from")
 
 
 class _Readable(Protocol):  # a Path, or a package resource (importlib.resources)
@@ -135,6 +136,8 @@ class SweepSpec:
     base: dict[str, Any]
     grids: tuple[dict[str, list[Any]], ...]
     source: str
+    reuse_from: tuple[str, ...] = ()
+    """Sweeps whose result folders, beside this sweep's, hold runs it shares (copied, not rerun)."""
 
     def configs(self) -> list[ExperimentConfig]:
         """Every combination of each grid block over ``base``, blocks in order, first key outermost;
@@ -166,10 +169,13 @@ def read_sweep(path: str | Path | _Readable, name: str | None = None) -> SweepSp
         raise ValueError(f"{where}: settings at the top level make an experiment file (signguard-sim run --config "
                          f"{where}); a sweep file holds them under [base], the alternatives under [grid]")
     if unknown:
-        raise ValueError(f"{where}: unknown top-level key(s) {unknown}; a sweep file holds description, [base] and [grid]")
+        raise ValueError(f"{where}: unknown top-level key(s) {unknown}; a sweep file holds description, reuse-from, [base] and [grid]")
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ValueError(f"{where}: description must be a string")
+    reuse_from = data.get("reuse-from", [])
+    if not isinstance(reuse_from, list) or not all(isinstance(r, str) and r and "/" not in r and r not in (".", "..") for r in reuse_from):
+        raise ValueError(f"{where}: reuse-from must be a list of sweep names (result folders beside this sweep's), got {reuse_from!r}")
     base = data.get("base", {})
     if not isinstance(base, dict):
         raise ValueError(f"{where}: base must be a table ([base])")
@@ -189,4 +195,4 @@ def read_sweep(path: str | Path | _Readable, name: str | None = None) -> SweepSp
         if all(k in {g.replace("_", "-") for g in grid} for k in _BYZANTINE_KEYS):
             raise ValueError(f"{label} give num-byzantine or byzantine-fraction, not both")
         blocks.append({k.replace("_", "-"): v for k, v in grid.items()})
-    return SweepSpec(name or Path(where).stem, description, base, tuple(blocks), where)
+    return SweepSpec(name or Path(where).stem, description, base, tuple(blocks), where, tuple(reuse_from))

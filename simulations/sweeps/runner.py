@@ -12,6 +12,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -85,6 +86,53 @@ def check_result(path: str | Path, cfg: ExperimentConfig | None = None) -> tuple
     return result, None
 
 
+def _copy_durably(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    with tmp.open("rb+") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(dst)
+
+
+def adopt_shared_result(results_dir: str | Path, cfg: ExperimentConfig, folders: Sequence[str | Path]) -> tuple[RunResult, Path] | None:
+    """Copy ``cfg``'s finished run from another sweep's folder into ``results_dir``.
+
+    Two sweeps often share runs (same settings, same key: e.g. the no-attack runs of
+    ``converged-mnist`` and ``defense-aware-mnist``); running them twice wastes hours.  The first
+    whole result (:func:`check_result`) found in ``folders`` is copied byte for byte (CSV first,
+    then the JSON that marks the run done, each written to a temporary name and renamed) and
+    returned with the folder it came from; ``None`` when no folder has one.
+    """
+    results_dir = Path(results_dir)
+    for folder in folders:
+        src = result_path(folder, cfg)
+        if Path(folder).resolve() == results_dir.resolve() or not src.is_file():
+            continue
+        result, _ = check_result(src, cfg)
+        if result is None:
+            continue
+        results_dir.mkdir(parents=True, exist_ok=True)
+        dst = result_path(results_dir, cfg)
+        if src.with_suffix(".csv").is_file():
+            _copy_durably(src.with_suffix(".csv"), dst.with_suffix(".csv"))
+        _copy_durably(src, dst)
+        checkpoint_path(results_dir, cfg.key()).unlink(missing_ok=True)
+        return result, Path(folder)
+    return None
+
+
+def finished_elsewhere(results_dir: str | Path, cfg: ExperimentConfig, folders: Sequence[str | Path]) -> tuple[RunResult, str] | None:
+    """A run that finished since the sweep started: written into ``results_dir`` by another
+    process, or found in one of ``folders`` (and copied); ``(result, where)`` or ``None``."""
+    path = result_path(results_dir, cfg)
+    if path.is_file():
+        result, _ = check_result(path, cfg)
+        if result is not None:
+            return result, str(results_dir)
+    adopted = adopt_shared_result(results_dir, cfg, folders)
+    return None if adopted is None else (adopted[0], str(adopted[1]))
+
+
 def quarantine(path: str | Path) -> Path:
     """Move a damaged result (and its CSV) into ``damaged/`` beside it; returns the new path."""
     path = Path(path)
@@ -130,8 +178,14 @@ def run_sweep(
     ray_address: str | None = None,
     jobs: int = 1,
     batched_clients: bool = False,
+    reuse_from: Sequence[str | Path] = (),
 ) -> list[RunResult]:
     """Run ``configs``, writing each result; skip those already on disk.
+
+    ``reuse_from``: other sweeps' result folders; a run finished there (same key) is copied
+    instead of run (:func:`adopt_shared_result`), when the sweep starts and again just before
+    the run would start, so two sweeps running side by side never run a shared run twice
+    (unless both start it at the same moment).  Ignored with ``reuse=False``.
 
     ``jobs > 1`` runs that many experiments at once in worker processes (in-process engine
     only: the Ray engine parallelises the clients of one run instead), each with
@@ -164,8 +218,23 @@ def run_sweep(
                 continue
             moved = quarantine(path)
             sys.stderr.write(f"{path.name}: {problem}; moved to {moved} and run again\n")
+        if reuse and (adopted := adopt_shared_result(results_dir, cfg, reuse_from)) is not None:
+            done[i] = adopted[0]
+            continue
         todo.append(i)
     bar = _progress(len(configs), initial=len(configs) - len(todo), desc="runs", disable=not show_progress)
+
+    def already_finished(i: int) -> bool:
+        """Take a run that finished elsewhere since the start instead of running it."""
+        if not reuse:
+            return False
+        found = finished_elsewhere(results_dir, configs[i], reuse_from)
+        if found is None:
+            return False
+        done[i] = found[0]
+        bar.update(1)
+        bar.write(f"{configs[i].key()}: finished meanwhile in {found[1]}, not run again")
+        return True
 
     def finish(i: int, result: RunResult, seconds: float) -> None:
         cfg = configs[i]
@@ -184,9 +253,11 @@ def run_sweep(
 
     try:
         if jobs > 1 and len(todo) > 1:
-            _run_parallel(configs, todo, jobs, finish, results_dir, batched_clients=batched_clients)
+            _run_parallel(configs, todo, jobs, finish, results_dir, batched_clients=batched_clients, skip=already_finished)
         else:
             for i in todo:
+                if already_finished(i):
+                    continue
                 cfg = configs[i]
                 rounds_bar = _progress(cfg.rounds, desc=f"{cfg.task} {cfg.defense} / {cfg.attack}", leave=False, disable=not show_progress)
 
@@ -226,6 +297,7 @@ def _run_parallel(
     results_dir: Path,
     *,
     batched_clients: bool = False,
+    skip: Callable[[int], bool] = lambda i: False,
 ) -> None:
     jobs = min(jobs, len(todo))
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -235,14 +307,26 @@ def _run_parallel(
 
     initargs = (threads, flower_is_quiet())
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
-        pending = {pool.submit(_run_in_worker, configs[i], batched_clients, str(checkpoint_path(results_dir, configs[i].key()))): i for i in todo}
+        queue = list(todo)
+        pending: dict = {}
+
+        def submit() -> None:
+            # Runs are handed out as workers free up (not all at once), so that ``skip`` sees
+            # results that appeared while earlier runs were going.
+            while queue and len(pending) < jobs:
+                i = queue.pop(0)
+                if not skip(i):
+                    pending[pool.submit(_run_in_worker, configs[i], batched_clients, str(checkpoint_path(results_dir, configs[i].key())))] = i
+
         try:
+            submit()
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     i = pending.pop(future)
                     data, seconds = future.result()
                     finish(i, RunResult.from_json(data), seconds)
+                submit()
         except BaseException:
             # A failed (or interrupted) run stops the sweep as it would without jobs; what
             # finished is already on disk and a restart resumes from there.
