@@ -39,7 +39,12 @@ def test_met_missed_within_spread_and_missing_targets_are_told_apart() -> None:
         # Plain SignGuard's runs never count for the preset.
         make_result(defense="signguard", attack="none", accs=(0.10,)),
     ]
-    rows = _rows(hardened_targets_markdown(entries_from_results(results)))
+    text = hardened_targets_markdown(entries_from_results(results))
+    rows = _rows(text)
+    # A missed target with a measured reason links it; met targets get no such line.
+    assert "Why *sign-flip: at most 5% of malicious updates kept* is missed: while honest updates" in text
+    assert "../analysis/defense-aware-snapshots.md#sign-flip-against" in text
+    assert text.count("Why *") == 1
     within = "within 2 points of no attack"
     assert rows[f"LIE: {within}"][1] == "yes"
     assert rows[f"Min-Max: {within}"][1] == "no" and "7.20 points below" in rows[f"Min-Max: {within}"][0]

@@ -53,6 +53,7 @@ from .figures import (
     seed_labels,
     selection_series,
 )
+from .defense_aware import defense_aware_block
 from .heatmap import plot_heatmap, wants_heatmap
 
 __all__ = [
@@ -317,6 +318,9 @@ def write_plots(entries: Sequence[Entry], out_dir: str | Path) -> list[Path]:
             written.append(plot_time_varying(block, out_dir / f"timevarying-{block.slug}.png", reference))
         if wants_heatmap(block):
             written.append(plot_heatmap(block, out_dir / f"heatmap-{block.slug}.png"))
+        aware = defense_aware_block(block)
+        if aware is not None and wants_heatmap(aware):
+            written.append(plot_heatmap(aware, out_dir / f"defense-aware-{block.slug}.png"))
     # Fig. 4: the same settings at two or more Byzantine counts.
     for group in group_blocks(entries, without=("num_byzantine",)):
         if len({e.num_byzantine for e in group.entries if e.attack != "none"}) >= 2:

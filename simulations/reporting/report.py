@@ -20,6 +20,7 @@ from .tables import (
     table2_markdown,
     table3_markdown,
 )
+from .defense_aware import defense_aware_markdown
 from .targets import hardened_targets_markdown
 
 __all__ = [
@@ -66,6 +67,7 @@ def build_report(
         selected_rates_markdown(entries, heading="##"),
         table3_markdown(entries, heading="##"),
         detection_markdown(entries, heading="##"),
+        defense_aware_markdown(entries, heading="##"),
         hardened_targets_markdown(entries, heading="##"),
     ):
         if section:
