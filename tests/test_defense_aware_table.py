@@ -59,3 +59,10 @@ def test_heatmap_for_four_defenses_and_four_attacks(tmp_path: Path) -> None:
     assert any(p.name.startswith("defense-aware-") and p.stat().st_size > 0 for p in written)
     small = write_plots(_results(), tmp_path / "small")
     assert not any(p.name.startswith("defense-aware-") for p in small)  # two defenses: the table is enough
+
+
+def test_table1_leaves_the_defense_aware_attacks_to_their_section() -> None:
+    from simulations.reporting.tables import table1_markdown
+
+    header = next(line for line in table1_markdown(_results()).splitlines() if line.startswith("| defense"))
+    assert header == "| defense | No attack | LIE |"

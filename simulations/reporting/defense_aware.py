@@ -14,25 +14,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from .entries import Block, Entry, attack_order, defense_order, group_blocks
+from .entries import DEFENSE_AWARE_ATTACKS, Block, Entry, attack_order, defense_order, group_blocks
 from .heatmap import selecting_defenses
 
 __all__ = ["DEFENSE_AWARE_ATTACKS", "defense_aware_block", "defense_aware_markdown"]
-
-DEFENSE_AWARE_ATTACKS = (
-    "ipm",
-    "fang_krum",
-    "fang_trmean",
-    "agr_tailored",
-    "strongest",
-    "sign_mimic",
-    "signguard_tailored",
-    "mirror",
-)
-"""The attacks of issue #13: inner product manipulation, Fang et al.'s attacks on Krum and on
-trimmed mean / median, the AGR-tailored search, the strength search (``strongest``) and the
-SignGuard-aware attacks (:mod:`clients.attacks.defense_aware`)."""
-
 
 def defense_aware_block(block: Block) -> Block | None:
     """The runs of ``block`` that the table shows (``None`` when it has no defense-aware run):

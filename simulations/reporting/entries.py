@@ -23,6 +23,7 @@ from ..sweeps.runner import load_results
 from . import paper_numbers as paper
 
 __all__ = [
+    "DEFENSE_AWARE_ATTACKS",
     "Entry",
     "Block",
     "ABLATION_KEYS",
@@ -47,6 +48,21 @@ _IGNORED_KEYS = ("data_dir", "download", "num_cpus", "num_gpus", "device", "eval
 _DEFAULTS = ExperimentConfig().to_dict()
 
 _EXTRA_ATTACK_ORDER = ("reverse_scaling", "time_varying", "lie_local")
+
+DEFENSE_AWARE_ATTACKS = (
+    "ipm",
+    "fang_krum",
+    "fang_trmean",
+    "agr_tailored",
+    "strongest",
+    "sign_mimic",
+    "signguard_tailored",
+    "mirror",
+)
+"""The attacks of issue #13, which know the rule under test: inner product manipulation, Fang et
+al.'s attacks on Krum and on trimmed mean / median, the AGR-tailored search, the strength search
+(``strongest``) and the SignGuard-aware attacks (:mod:`clients.attacks.defense_aware`).  Their
+runs have their own report section (:mod:`.defense_aware`), not Table I's columns."""
 
 
 @dataclass

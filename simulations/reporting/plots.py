@@ -34,7 +34,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .entries import Block, Entry, group_blocks
+from .entries import DEFENSE_AWARE_ATTACKS, Block, Entry, group_blocks
 from .figures import (
     Series,
     accuracy_limits,
@@ -316,8 +316,9 @@ def write_plots(entries: Sequence[Entry], out_dir: str | Path) -> list[Path]:
         if any(e.attack == "time_varying" for e in block.entries):
             reference = [e for e in block.entries if e.defense == "mean" and e.attack == "none" and not e.defense_params]
             written.append(plot_time_varying(block, out_dir / f"timevarying-{block.slug}.png", reference))
-        if wants_heatmap(block):
-            written.append(plot_heatmap(block, out_dir / f"heatmap-{block.slug}.png"))
+        table1 = Block(block.key, [e for e in block.entries if e.attack not in DEFENSE_AWARE_ATTACKS], block.title, block.slug)
+        if table1.entries and wants_heatmap(table1):
+            written.append(plot_heatmap(table1, out_dir / f"heatmap-{block.slug}.png"))
         aware = defense_aware_block(block)
         if aware is not None and wants_heatmap(aware):
             written.append(plot_heatmap(aware, out_dir / f"defense-aware-{block.slug}.png"))
