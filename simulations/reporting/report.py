@@ -103,6 +103,7 @@ EVIDENCE_FOLDERS = (
     "table1-fmnist",
     "converged-mnist",
     "converged-fmnist",
+    "paper-budget-mnist",
     "cifar10-small",
     "agnews-small",
     "agnews-cpu",
