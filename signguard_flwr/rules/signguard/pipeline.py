@@ -43,7 +43,8 @@ def aggregate(
     rows = _screen_nonfinite(updates, p)
     norm_median, band, passed_norm = _norm_band(rows, p)
     passed_cluster, info_cluster, extra_info, gram = _sign_clusters(rows, p, state, notes)
-    passed_hardening, info_hardening = hardening_filters(rows.work, rows.valid, p, gram=gram)
+    passed_hardening, info_hardening = hardening_filters(rows.work, rows.valid, p, gram=gram,
+                                                         reference=passed_norm & passed_cluster)
     selected = _select(passed_norm, passed_cluster & passed_hardening, p, notes)
     clip_norm, factor = _clip_factors(rows, p)
     vector, selected, skipped = _clipped_mean(rows, selected, factor, notes)
