@@ -123,13 +123,15 @@ def evaluate(
     byz = list(range(n - m, n))
     honest = to_attack_domain(matrix.clone())
     mu = honest[: n - m].mean(dim=0)
+    # The rule and parameters the experiments' strategy uses (declared f included), per setting.
+    prepared = [(label, name, *rule_under_test(ExperimentConfig(defense=name, defense_params=params,
+                                                                num_clients=n, num_byzantine=m)))
+                for label, name, params in rules]
     out = []
     for attack_label, attack, extra in attacks:
-        for label, name, params in rules:
+        for label, name, rule_name, rule_params in prepared:
             started = time.perf_counter()
-            # The rule and parameters the experiments' strategy uses (declared f included).
-            rule_name, kwargs = rule_under_test(ExperimentConfig(defense=name, defense_params=params,
-                                                                 num_clients=n, num_byzantine=m))
+            kwargs = dict(rule_params)
             rows = honest.clone()
             if attack == "sign_flip":
                 rows[byz] = -honest[byz]

@@ -10,8 +10,8 @@ or value raises :class:`CLIError` (one line, exit code 2); :mod:`.main` runs the
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from clients.schema import EXPERIMENT_SETTINGS, Setting, choices_of

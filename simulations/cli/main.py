@@ -168,7 +168,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return _list_sweeps()
     from ..reporting.entries import entries_from_results
     from ..reporting.tables import table1_markdown
-    from ..sweeps.runner import check_result, result_path
+    from ..sweeps.runner import check_result, find_shared_result, result_path
 
     configs = configs_from_sweep_args(args)
     if args.name:
@@ -189,11 +189,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             else:
                 finished.add(cfg.key())
                 continue
-        for folder in reuse_from:
-            other = result_path(folder, cfg)
-            if other.is_file() and check_result(other, cfg)[0] is not None:
-                shared[cfg.key()] = folder
-                break
+        if (found := find_shared_result(results_dir, cfg, reuse_from)) is not None:
+            shared[cfg.key()] = found[1]
     extra = f", {len(damaged)} damaged (to redo)" if damaged else ""
     extra += f", {len(shared)} to copy from {', '.join(sorted({f.name for f in shared.values()}))}" if shared else ""
     _say(f"Sweep {args.name or args.config or '(flags)'}: {len(configs)} runs, {len(finished)} already done{extra}, into {results_dir}")

@@ -14,8 +14,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from .entries import DEFENSE_AWARE_ATTACKS, Block, Entry, attack_order, defense_order, group_blocks
-from .heatmap import selecting_defenses
+from .entries import DEFENSE_AWARE_ATTACKS, Block, Entry, group_blocks
+from .heatmap import heatmap_cells, selecting_defenses
+from .tables import ONE_SEED_MARK, _acc_text
 
 __all__ = ["DEFENSE_AWARE_ATTACKS", "defense_aware_block", "defense_aware_markdown"]
 
@@ -30,8 +31,7 @@ def defense_aware_block(block: Block) -> Block | None:
 
 
 def _cell(runs: Sequence[Entry], selecting: bool, attacked: bool) -> str:
-    accs = [100 * e.best_acc for e in runs]
-    text = f"{statistics.fmean(accs):.2f}" + (f"±{statistics.stdev(accs):.2f}" if len(accs) > 1 else "†")
+    text = _acc_text([100 * e.best_acc for e in runs]) + (ONE_SEED_MARK if len(runs) == 1 else "")
     if selecting:
         honest = statistics.fmean(e.summary["honest_selected_rate"] for e in runs)
         if attacked:
@@ -60,16 +60,12 @@ def defense_aware_markdown(entries: Sequence[Entry], *, heading: str = "##") -> 
     ]
     for block in blocks:
         selecting = selecting_defenses(block.entries)
-        rows = sorted({e.defense_label(): defense_order(e) for e in block.entries}.items(), key=lambda kv: kv[1])
-        cols = sorted({e.attack_label(): attack_order(e) for e in block.entries}.items(), key=lambda kv: kv[1])
-        cells: dict[tuple[str, str], list[Entry]] = {}
-        for e in block.entries:
-            cells.setdefault((e.defense_label(), e.attack_label()), []).append(e)
-        parts += [f"{heading}# {block.title}", "", "| defense | " + " | ".join(c for c, _ in cols) + " |",
+        rows, cols, cells = heatmap_cells(block)  # the heatmap's rows, columns and cells, in the same order
+        parts += [f"{heading}# {block.title}", "", "| defense | " + " | ".join(cols) + " |",
                   "|---|" + "---|" * len(cols)]
-        for row, _ in rows:
+        for row in rows:
             line = []
-            for col, _ in cols:
+            for col in cols:
                 runs = cells.get((row, col), [])
                 line.append(_cell(runs, row in selecting, runs[0].attack != "none") if runs else "–")
             parts.append(f"| {row} | " + " | ".join(line) + " |")

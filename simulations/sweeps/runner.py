@@ -103,21 +103,29 @@ def adopt_shared_result(results_dir: str | Path, cfg: ExperimentConfig, folders:
     then the JSON that marks the run done, each written to a temporary name and renamed) and
     returned with the folder it came from; ``None`` when no folder has one.
     """
+    found = find_shared_result(results_dir, cfg, folders)
+    if found is None:
+        return None
+    result, folder = found
     results_dir = Path(results_dir)
-    for folder in folders:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    src, dst = result_path(folder, cfg), result_path(results_dir, cfg)
+    if src.with_suffix(".csv").is_file():
+        _copy_durably(src.with_suffix(".csv"), dst.with_suffix(".csv"))
+    _copy_durably(src, dst)
+    checkpoint_path(results_dir, cfg.key()).unlink(missing_ok=True)
+    return result, folder
+
+
+def find_shared_result(results_dir: str | Path, cfg: ExperimentConfig, folders: Sequence[str | Path]) -> tuple[RunResult, Path] | None:
+    """The first whole result of ``cfg`` in ``folders`` (other than ``results_dir``) and its folder."""
+    for folder in map(Path, folders):
         src = result_path(folder, cfg)
-        if Path(folder).resolve() == results_dir.resolve() or not src.is_file():
+        if folder.resolve() == Path(results_dir).resolve() or not src.is_file():
             continue
         result, _ = check_result(src, cfg)
-        if result is None:
-            continue
-        results_dir.mkdir(parents=True, exist_ok=True)
-        dst = result_path(results_dir, cfg)
-        if src.with_suffix(".csv").is_file():
-            _copy_durably(src.with_suffix(".csv"), dst.with_suffix(".csv"))
-        _copy_durably(src, dst)
-        checkpoint_path(results_dir, cfg.key()).unlink(missing_ok=True)
-        return result, Path(folder)
+        if result is not None:
+            return result, folder
     return None
 
 
