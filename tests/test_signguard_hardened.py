@@ -128,3 +128,43 @@ def test_identical_rows_cannot_collapse_the_direction_filters_spread() -> None:
         assert not passed[n - m :].any() and info["rejected_by_coherence"] >= m
         assert info["rejected_by_direction"] <= 1, info["rejected_by_direction"]  # before: 8-12 honest rows
         assert int(passed[: n - m].sum()) >= n - m - 1
+
+
+def test_rejected_rows_cannot_move_the_hardened_clipping_bound() -> None:
+    # Over every row (the paper's M2), f rejected rows shift the median norm by up to f/2 places:
+    # large ones raise the clipping bound of every kept row, small ones lower it.  The hardened
+    # preset clips to the median norm of the selected rows, so the same selection gives the same
+    # aggregate whatever the rejected rows' norms.
+    n, m = 50, 10
+    g = torch.Generator().manual_seed(0)
+    d = 4000
+    mu = torch.randn(d, generator=g, dtype=torch.float64)
+    scales = torch.linspace(0.6, 1.4, n - m, dtype=torch.float64)[:, None]  # honest norms differ
+    honest = scales * (mu / mu.norm() + 5 * torch.randn(n - m, d, generator=g, dtype=torch.float64) / d**0.5)
+    crafted = -honest.mean(0)
+    outs = {}
+    for name, norm in (("large", 2.5), ("small", 0.3)):
+        median = honest.norm(dim=1).median()
+        rows = torch.cat([honest, (crafted / crafted.norm() * norm * median).repeat(m, 1)])
+        outs[name] = {  # "selected": the preset's own choice; "all": the paper's, for contrast
+            ref: RULES["signguard"](rows, preset="hardened", generator=torch.Generator().manual_seed(1), **extra)
+            for ref, extra in (("selected", {}), ("all", {"clip_reference": "all"}))
+        }
+    kept = outs["large"]["selected"].selected
+    for ref in ("selected", "all"):
+        for name in ("large", "small"):
+            assert not bool(outs[name][ref].selected[n - m :].any())
+            assert torch.equal(outs[name][ref].selected, kept)  # the same selection in every case
+    sel = outs["large"]["selected"]
+    assert sel.info["params"]["clip_reference"] == "selected"
+    kept_norms = honest.norm(dim=1)[kept[: n - m]].sort().values
+    k = len(kept_norms)
+    expected = float(kept_norms[k // 2]) if k % 2 else float(kept_norms[k // 2 - 1 : k // 2 + 1].mean())
+    assert sel.info["clip_norm"] == pytest.approx(expected, rel=1e-12)
+    torch.testing.assert_close(outs["large"]["selected"].vector, outs["small"]["selected"].vector, rtol=1e-12, atol=0)
+    # ... while over every row the rejected rows' norms reach the aggregate
+    assert outs["large"]["all"].info["clip_norm"] > 1.1 * outs["small"]["all"].info["clip_norm"]
+    assert not torch.allclose(outs["large"]["all"].vector, outs["small"]["all"].vector, rtol=1e-3)
+    assert SignGuardParams().clip_reference == "all" and SignGuardParams(preset="reference").clip_reference == "all"
+    with pytest.raises(ValueError, match="clip_reference"):
+        SignGuardParams(clip_reference="kept")

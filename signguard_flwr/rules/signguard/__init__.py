@@ -19,7 +19,8 @@ With ``g_i`` the update of client ``i`` (one row of the ``(n, d)`` matrix) and
    bandwidth from ``estimate_bandwidth(quantile=0.5)``.
 4. **Selection** ``S = S1 ∩ S2``.
 5. **Clipping and mean** ``g = (1/|S|) Σ_{i∈S} g_i · min(1, M2 / r_i)``, ``M2 = median_i r_i``:
-   a plain mean, never weighted by example counts.
+   a plain mean, never weighted by example counts.  (``preset="hardened"`` takes ``M2`` over
+   ``S`` only, ``clip_reference="selected"``, so that rejected rows cannot move it.)
 
 Modules: :mod:`.params` (the keyword arguments as one frozen dataclass, the presets, the
 cross-round state), :mod:`.features` (steps 2 and the Sim/Dist feature), :mod:`.clustering`

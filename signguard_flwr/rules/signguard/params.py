@@ -42,6 +42,7 @@ PROJECT_DEFAULTS: dict[str, dict[str, Any]] = {
         "orphans": "nearest",
         "norm_median": "mid",
         "clip_median": "mid",
+        "clip_reference": "all",
         "label_counting": "actual",
         "clustering": "fast",
         "bandwidth_samples": "all",
@@ -67,6 +68,7 @@ _REFERENCE_PLAIN = {
     "orphans": "drop",
     "norm_median": "mid",
     "clip_median": "low",
+    "clip_reference": "all",
     "label_counting": "contiguous",
     "clustering": "sklearn",
     "bandwidth_samples": 50,
@@ -93,9 +95,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     # Beyond the paper: the project defaults plus the direction and coherence filters of
-    # signguard_flwr.rules.signguard.hardening, against attackers that know SignGuard.
+    # signguard_flwr.rules.signguard.hardening, against attackers that know SignGuard, and a
+    # clipping bound that rows the filters rejected cannot move.
     "hardened": {
-        variant: {**PROJECT_DEFAULTS[variant], "direction_filter": True, "coherence_filter": True}
+        variant: {**PROJECT_DEFAULTS[variant], "direction_filter": True, "coherence_filter": True,
+                  "clip_reference": "selected"}
         for variant in ("signguard", "signguard_sim", "signguard_dist")
     },
 }
@@ -106,6 +110,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "orphans": ("nearest", "drop"),
     "norm_median": ("mid", "low"),
     "clip_median": ("mid", "low"),
+    "clip_reference": ("all", "selected"),
     "label_counting": ("actual", "contiguous"),
     "clustering": ("fast", "sklearn"),
     "nonfinite": ("reject", "nan_to_zero"),
@@ -156,6 +161,7 @@ class SignGuardParams:
     orphans: str | None = None
     norm_median: str | None = None
     clip_median: str | None = None
+    clip_reference: str | None = None
     label_counting: str | None = None
     clustering: str | None = None
     bandwidth_quantile: float = 0.5
@@ -306,6 +312,13 @@ FIELDS_DOC = """
         Median used for the band (M1) and for clipping (M2): ``"mid"`` = mean of the two
         middle values for even counts, ``"low"`` = lower middle value.  Reference: mid / low;
         project: mid / mid.
+    clip_reference : {"all", "selected"}, optional
+        Rows whose norms give M2: ``"all"`` = every valid row (paper, reference, project
+        default); ``"selected"`` = the rows of ``S`` only (``preset="hardened"``).  Over all
+        rows, the f rejected rows still move M2 anywhere between the honest norms' quantiles
+        ``(n/2 − f)/(n − f)`` and ``n/2/(n − f)``: huge rejected rows raise the clipping bound of
+        every kept row, tiny ones lower it.  Over ``S`` the output depends on the selected
+        rows alone.
     label_counting : {"actual", "contiguous"}, optional
         Largest cluster counted over the labels that occur (project) or over
         ``0..n_cluster-1`` as the reference does (may miss the largest cluster).
@@ -341,7 +354,8 @@ FIELDS_DOC = """
         Source of the coordinate sample; ``None`` uses torch's global RNG (reference).
     preset : {"reference", "hardened"}, optional
         ``None``: project defaults; ``"reference"``: the official code; ``"hardened"``: the
-        project defaults plus the direction and coherence filters.  Explicit keyword
+        project defaults plus the direction and coherence filters, clipped to the median
+        norm of the selected rows (``clip_reference="selected"``).  Explicit keyword
         arguments override the preset."""
 
 SignGuardParams.__doc__ = (

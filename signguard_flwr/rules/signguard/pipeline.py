@@ -46,7 +46,7 @@ def aggregate(
     passed_hardening, info_hardening = hardening_filters(rows.work, rows.valid, p, gram=gram,
                                                          reference=passed_norm & passed_cluster)
     selected = _select(passed_norm, passed_cluster & passed_hardening, p, notes)
-    clip_norm, factor = _clip_factors(rows, p)
+    clip_norm, factor = _clip_factors(rows, p, selected)
     vector, selected, skipped = _clipped_mean(rows, selected, factor, notes)
 
     if state is not None:
@@ -162,9 +162,11 @@ def _select(
     return selected
 
 
-def _clip_factors(rows: _Rows, p: SignGuardParams) -> tuple[float, torch.Tensor]:
-    """``M2`` (median norm of the valid rows) and the factors ``min(1, M2 / r_i)``."""
-    clip_norm = median_value(rows.norms[rows.valid], p.clip_median)
+def _clip_factors(rows: _Rows, p: SignGuardParams, selected: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """``M2`` (median norm of the valid rows, or of the selected ones under
+    ``clip_reference="selected"``) and the factors ``min(1, M2 / r_i)``."""
+    among = selected if p.clip_reference == "selected" and selected.any() else rows.valid
+    clip_norm = median_value(rows.norms[among], p.clip_median)
     factor = torch.ones(len(rows.norms), dtype=torch.float64)
     if p.clip and math.isfinite(clip_norm):
         positive = rows.norms > 0
