@@ -38,6 +38,7 @@ CAPTURED = {
     # Added after #12 (defense-aware attacks, #13); captured when first run.
     "defense-aware-mini": (10, "005d0d22d564c53c"),
     "defense-aware-mnist": (416, "e0cae82e00c824bf"),
+    "hardened-clip-mnist": (12, "109ccabbe6d8c298"),
 }
 
 
@@ -123,7 +124,15 @@ def test_defense_aware_sweep_puts_the_hardened_presets_claims_first() -> None:
     assert all(s == {0, 1, 2} for (d, dp, a, ap), s in seeds.items() if "hardened" in dp and ap == "{}")
     assert len({c.defense for c in configs}) == 13
     # Its no-attack runs shared with converged-mnist (same keys) are copied from there, not run twice.
-    assert ps.SWEEPS["defense-aware-mnist"].reuse_from == ("converged-mnist",)
+    assert ps.SWEEPS["defense-aware-mnist"].reuse_from == ("converged-mnist", "hardened-clip-mnist")
     converged = {c.key() for c in ps.build_sweep("converged-mnist")}
     shared = [c for c in configs if c.key() in converged]
     assert len(shared) == 24 and all(c.attack == "none" for c in shared)  # 7 defenses x 3 seeds, 3 x seed 0
+    # ... and the hardened preset's no-attack and LIE runs with hardened-clip-mnist, which runs them
+    # beside the same preset with the paper's clipping bound.
+    clip = ps.build_sweep("hardened-clip-mnist")
+    assert ps.SWEEPS["hardened-clip-mnist"].reuse_from == ("defense-aware-mnist",)
+    keys = {c.key() for c in configs}
+    assert [c.key() in keys for c in clip] == [False] * 6 + [True] * 6  # the paper's bound first, then the shared
+    assert all(c.defense_params == {"preset": "hardened", "clip_reference": "all"} for c in clip[:6])
+    assert {(c.attack, c.seed) for c in clip[6:]} == {(a, s) for a in ("none", "lie") for s in (0, 1, 2)}

@@ -113,6 +113,7 @@ EVIDENCE_FOLDERS = (
     "ablation-fmnist",
     "defense-aware-mini",
     "defense-aware-mnist",
+    "hardened-clip-mnist",
 )
 """The folders of ``docs/results`` that ``docs/results/report`` is built from, in this order (a
 result present in two folders counts once, as the later folder's copy)."""
