@@ -8,6 +8,7 @@ import torch
 from clients.attacks import AttackParams, apply_attack, sign_mimic
 from signguard_flwr import SignGuard, SignGuardSim
 from signguard_flwr.rules import RULES
+from signguard_flwr.rules.signguard.features import median_value
 from signguard_flwr.rules.signguard.hardening import hardening_filters
 from signguard_flwr.rules.signguard.params import SignGuardParams
 
@@ -143,8 +144,8 @@ def test_rejected_rows_cannot_move_the_hardened_clipping_bound() -> None:
     honest = scales * (mu / mu.norm() + 5 * torch.randn(n - m, d, generator=g, dtype=torch.float64) / d**0.5)
     crafted = -honest.mean(0)
     outs = {}
+    median = honest.norm(dim=1).median()
     for name, norm in (("large", 2.5), ("small", 0.3)):
-        median = honest.norm(dim=1).median()
         rows = torch.cat([honest, (crafted / crafted.norm() * norm * median).repeat(m, 1)])
         outs[name] = {  # "selected": the preset's own choice; "all": the paper's, for contrast
             ref: RULES["signguard"](rows, preset="hardened", generator=torch.Generator().manual_seed(1), **extra)
@@ -157,9 +158,7 @@ def test_rejected_rows_cannot_move_the_hardened_clipping_bound() -> None:
             assert torch.equal(outs[name][ref].selected, kept)  # the same selection in every case
     sel = outs["large"]["selected"]
     assert sel.info["params"]["clip_reference"] == "selected"
-    kept_norms = honest.norm(dim=1)[kept[: n - m]].sort().values
-    k = len(kept_norms)
-    expected = float(kept_norms[k // 2]) if k % 2 else float(kept_norms[k // 2 - 1 : k // 2 + 1].mean())
+    expected = median_value(honest.norm(dim=1)[kept[: n - m]], "mid")  # the preset's clip_median
     assert sel.info["clip_norm"] == pytest.approx(expected, rel=1e-12)
     torch.testing.assert_close(outs["large"]["selected"].vector, outs["small"]["selected"].vector, rtol=1e-12, atol=0)
     # ... while over every row the rejected rows' norms reach the aggregate
