@@ -15,7 +15,8 @@ and prints the ratios (targets: Flower + Ray ≤ 1.5× pure; in-process grid ≤
 peak memory of this process tree.
 
 Run: ``python -m simulations.bench.round [--rounds 6] [--repeats 3] [--engines inprocess ray] [--defense signguard]
-[--clients-large 1000]``.
+[--clients-large 1000]``; ``--per-client`` instead breaks one client's call into its step and the message
+work around it.
 A benchmark measures and prints; it asserts nothing.
 """
 
@@ -128,7 +129,89 @@ def plain_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
     return times
 
 
+def client_call_breakdown(cfg: ExperimentConfig, calls: int = 40, repeats: int = 5) -> list[tuple[str, float]]:
+    """Milliseconds of one client's call and of each piece of message work around its step.
+
+    One client (partition 0, round 3), the pieces interleaved ``repeats`` times, each the best
+    mean over ``calls`` calls: the plain PyTorch step (as :func:`plain_rounds`), the client's own
+    ``local_train``, the whole ClientApp call on a delivered Message (copy of the instruction
+    included), and the message work alone: the per-node copy of the instruction, loading the
+    global model from the Message, serialising the reply's ``state_dict`` into an ``ArrayRecord``
+    and the strategy's check and parse of the reply.  Where the in-process grid's round goes
+    beyond the plain loop's.
+    """
+    import timeit
+
+    import torch.nn.functional as F
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from clients.client_app import _cached_model, _load_model, app, client_data_for, local_train, state_dict_on_cpu
+    from clients.settings import resolve_settings
+    from clients.tasks import get_task
+    from clients.training import fedsgd_batch_positions
+    from signguard_flwr.arrays import state_record
+    from signguard_flwr.replies import parse_train_reply
+    from signguard_flwr.updates import global_view
+
+    from ..engine.inprocess import _copy_content
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    run_config = cfg.client_config()
+    settings = resolve_settings(run_config)
+    pid, rnd = 0, 3
+    data = client_data_for(settings, pid, cfg.num_clients)
+    task = get_task(cfg.task)
+    torch.manual_seed(cfg.seed)
+    global_state = task.build_model().state_dict()
+    content = RecordDict({"arrays": ArrayRecord(global_state), "config": ConfigRecord({**run_config, "server-round": rnd})})
+    context = Context(run_id=1, node_id=1, node_config={"partition-id": pid, "num-partitions": cfg.num_clients},
+                      state=RecordDict(), run_config=dict(run_config))
+    glob = global_view(content["arrays"])
+    plain_model, client_model = task.build_model(), _cached_model(cfg.task, "cpu")
+
+    def delivered() -> Message:
+        return Message(content=_copy_content(content), dst_node_id=1, message_type="train", group_id="1")
+
+    def plain() -> None:
+        plain_model.load_state_dict(global_state)
+        pos = fedsgd_batch_positions(data.num_train, cfg.batch_size, rnd, cfg.seed, pid)
+        x, y = data.train.get_batch(data.train_indices[pos])
+        plain_model.train()
+        plain_model.zero_grad(set_to_none=True)
+        F.cross_entropy(plain_model(x), y).backward()
+        torch.cat([p.grad.reshape(-1) for p in plain_model.parameters()])
+
+    def own_step() -> None:
+        client_model.load_state_dict(global_state)
+        local_train(client_model, data, settings, partition_id=pid, server_round=rnd)
+
+    message = delivered()
+    reply = app(message, context)
+    pieces = {
+        "plain PyTorch step (load, batch, forward/backward, gradient)": plain,
+        "client's own step (load + local_train)": own_step,
+        "whole ClientApp call on a delivered Message": lambda: app(delivered(), context),
+        "  per-node copy of the instruction (Message + records)": delivered,
+        "  global model loaded from the Message": lambda: _load_model(message, cfg.task, "cpu"),
+        "  reply's state_dict into an ArrayRecord": lambda: state_record(state_dict_on_cpu(client_model)),
+        "  strategy: check and parse the reply": lambda: parse_train_reply(reply, glob),
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    best: dict[str, float] = {}
+    try:
+        for _ in range(repeats):  # interleaved, so a change of machine load hits every piece alike
+            for name, fn in pieces.items():
+                ms = timeit.timeit(fn, number=calls) / calls * 1e3
+                best[name] = min(best.get(name, float("inf")), ms)
+    finally:
+        torch.set_num_threads(threads)
+    return list(best.items())
+
+
 def flower_rounds(cfg: ExperimentConfig, engine: str) -> list[float]:
+    """Per-round seconds of a Flower run; the last round's includes the test-set evaluation."""
     result = run_experiment(cfg, engine=engine)
     return [r.round_seconds for r in result.rounds]
 
@@ -154,11 +237,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="alternate pure and Flower runs this many times (medians over all of them)")
     parser.add_argument("--clients-large", type=int, default=0, help="also run a Flower+Ray simulation with this many clients")
     parser.add_argument("--rounds-large", type=int, default=3)
+    parser.add_argument("--per-client", action="store_true",
+                        help="instead: one client's call broken into its step and the message work around it (ms)")
     parser.add_argument("--batched", action="store_true",
                         help="instead: the pure computation's client gradients, per-client loop beside one batched "
                         "torch.func call (clients.batched), on CUDA when visible; random CIFAR-shaped inputs for cifar10 "
                         "without its dataset (smaller sizes: python -m simulations.bench.batched)")
     args = parser.parse_args(argv)
+    if args.rounds < 3:
+        parser.error("--rounds must be at least 3 (the first round is warm-up, the last one evaluates)")
     logging.getLogger("flwr").setLevel(logging.WARNING)
     for key, value in {"FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
         os.environ.setdefault(key, value)
@@ -173,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         eval_every=10**6,
         num_cpus=1,
     )
+    if args.per_client:
+        print(f"\nOne client call, {args.task} CNN, FedSGD batch {cfg.batch_size}, one torch thread (best of 5 x 40 calls)")
+        print("| piece | ms |\n|---|---|")
+        for name, ms in client_call_breakdown(cfg):
+            print(f"| {name} | {ms:.3f} |")
+        return 0
     if args.batched:
         from .batched import compare_client_steps
 
@@ -184,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         steady["plain PyTorch loop (no client code)"] += plain_rounds(cfg, args.rounds)[1:]
         steady["pure computation (one process)"] += pure_rounds(cfg, args.rounds)[1:]
         for engine in args.engines:
-            steady.setdefault(names[engine], []).extend(flower_rounds(cfg, engine)[1:])
+            # Without the first round (warm-up) and the last (the run's only test-set evaluation,
+            # 10,000 images, which the other rows do not do).
+            steady.setdefault(names[engine], []).extend(flower_rounds(cfg, engine)[1:-1])
     rows = list(steady.items())
     plain, base = statistics.median(rows[0][1]), statistics.median(rows[1][1])
     print(f"\nOne round, {args.task} CNN, {args.clients} clients, FedSGD batch {cfg.batch_size}, defense {args.defense}, "
