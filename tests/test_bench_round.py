@@ -17,6 +17,13 @@ def test_per_client_breakdown_times_every_piece_of_a_client_call():
     assert whole > pieces["  reply's state_dict into an ArrayRecord"]
 
 
+def test_per_client_breakdown_times_torch_max_pool_beside_the_fast_one_for_the_cnn():
+    cfg = ExperimentConfig(task="mnist-mini", num_clients=10, num_byzantine=0, defense="mean", attack="none", rounds=3)
+    pieces = dict(bench_round.client_call_breakdown(cfg, calls=1, repeats=1))
+    assert pieces["plain step with torch's nn.MaxPool2d (instead of FastMaxPool2d)"] > 0
+    assert len(pieces) == 8
+
+
 def test_round_bench_needs_a_round_between_warm_up_and_evaluation(capsys):
     with pytest.raises(SystemExit):
         bench_round.main(["--rounds", "2"])

@@ -15,7 +15,7 @@ from torch import nn
 from clients.tasks import TASKS, Task, count_parameters, get_task
 from clients.tasks import datasets as ds
 from clients.tasks.datasets import DatasetError, DatasetFormatError, DatasetNotFoundError, read_idx
-from clients.tasks.models import MnistCNN, TextRNN, cifar_resnet18
+from clients.tasks.models import FastMaxPool2d, MnistCNN, TextRNN, cifar_resnet18
 from clients.tasks.text import PAD_INDEX, UNK_INDEX, Vocabulary, encode_texts, normalize_text, tokenize
 
 # ============================================================================ models
@@ -465,3 +465,47 @@ def test_mnist_mini_is_its_recipe_applied_to_mnist(real_data_dir: Path, tmp_path
         assert sorted(shipped.files) == sorted(fresh.files)
         for key in shipped.files:
             assert np.array_equal(shipped[key], fresh[key]), key
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().view(torch.int32)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 8, 6), (2, 4, 7, 9), (1, 1, 4, 4)])
+def test_fast_max_pool_is_bitwise_nn_max_pool_with_ties(shape):
+    # Values on a coarse grid make ties in most windows: the gradient must still go to each
+    # window's first maximum, as nn.MaxPool2d sends it.
+    gen = torch.Generator().manual_seed(sum(shape))
+    for kernel, stride in ((2, None), (3, 2), (2, 1)):
+        fast, ref = FastMaxPool2d(kernel, stride), torch.nn.MaxPool2d(kernel, stride)
+        for _ in range(20):
+            x = (torch.randint(-3, 4, shape, generator=gen).float() / 2).requires_grad_()
+            y_ref = ref(x)
+            g = torch.randn(y_ref.shape, generator=gen)
+            (gx_ref,) = torch.autograd.grad(y_ref, x, g)
+            y = fast(x)
+            (gx,) = torch.autograd.grad(y, x, g)
+            assert y.shape == y_ref.shape and y.is_contiguous()
+            assert torch.equal(_bits(y), _bits(y_ref)) and torch.equal(_bits(gx), _bits(gx_ref))
+            with torch.no_grad():
+                assert torch.equal(_bits(fast(x)), _bits(y_ref))
+
+
+def test_mnist_cnn_step_is_bitwise_the_one_with_torch_max_pool():
+    torch.manual_seed(0)
+    fast = MnistCNN()
+    ref = MnistCNN()
+    ref.load_state_dict(fast.state_dict())
+    ref.pool = torch.nn.MaxPool2d(2)
+    assert isinstance(fast.pool, FastMaxPool2d)
+    x, y = torch.randn(50, 1, 28, 28), torch.randint(0, 10, (50,))
+    grads = []
+    for model in (fast, ref):
+        torch.manual_seed(1)  # the same dropout masks
+        model.train()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(torch.equal(_bits(a), _bits(b)) for a, b in zip(*grads, strict=True))
+    fast.eval(), ref.eval()
+    with torch.no_grad():
+        assert torch.equal(_bits(fast(x)), _bits(ref(x)))

@@ -149,6 +149,7 @@ def client_call_breakdown(cfg: ExperimentConfig, calls: int = 40, repeats: int =
     from clients.client_app import _cached_model, _load_model, app, client_data_for, local_train, state_dict_on_cpu
     from clients.settings import resolve_settings
     from clients.tasks import get_task
+    from clients.tasks.models import FastMaxPool2d
     from clients.training import fedsgd_batch_positions
     from signguard_flwr.arrays import state_record
     from signguard_flwr.replies import parse_train_reply
@@ -169,18 +170,30 @@ def client_call_breakdown(cfg: ExperimentConfig, calls: int = 40, repeats: int =
                       state=RecordDict(), run_config=dict(run_config))
     glob = global_view(content["arrays"])
     plain_model, client_model = task.build_model(), _cached_model(cfg.task, "cpu")
+    # The same plain step with torch's own max-pool wherever the model uses FastMaxPool2d.
+    torch_pool_model = task.build_model()
+    swapped = 0
+    for name, module in list(torch_pool_model.named_modules()):
+        if isinstance(module, FastMaxPool2d):
+            parent = torch_pool_model.get_submodule(name.rpartition(".")[0]) if "." in name else torch_pool_model
+            setattr(parent, name.rpartition(".")[2], torch.nn.MaxPool2d(
+                module.kernel_size, module.stride, module.padding, module.dilation, module.return_indices, module.ceil_mode))
+            swapped += 1
 
     def delivered() -> Message:
         return Message(content=_copy_content(content), dst_node_id=1, message_type="train", group_id="1")
 
-    def plain() -> None:
-        plain_model.load_state_dict(global_state)
+    def plain_step(model: torch.nn.Module) -> None:
+        model.load_state_dict(global_state)
         pos = fedsgd_batch_positions(data.num_train, cfg.batch_size, rnd, cfg.seed, pid)
         x, y = data.train.get_batch(data.train_indices[pos])
-        plain_model.train()
-        plain_model.zero_grad(set_to_none=True)
-        F.cross_entropy(plain_model(x), y).backward()
-        torch.cat([p.grad.reshape(-1) for p in plain_model.parameters()])
+        model.train()
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+    def plain() -> None:
+        plain_step(plain_model)
 
     def own_step() -> None:
         client_model.load_state_dict(global_state)
@@ -191,6 +204,8 @@ def client_call_breakdown(cfg: ExperimentConfig, calls: int = 40, repeats: int =
     pieces = {
         "plain PyTorch step (load, batch, forward/backward, gradient)": plain,
         "client's own step (load + local_train)": own_step,
+        **({"plain step with torch's nn.MaxPool2d (instead of FastMaxPool2d)": lambda: plain_step(torch_pool_model)}
+           if swapped else {}),
         "whole ClientApp call on a delivered Message": lambda: app(delivered(), context),
         "  per-node copy of the instruction (Message + records)": delivered,
         "  global model loaded from the Message": lambda: _load_model(message, cfg.task, "cpu"),
