@@ -509,3 +509,35 @@ def test_mnist_cnn_step_is_bitwise_the_one_with_torch_max_pool():
     fast.eval(), ref.eval()
     with torch.no_grad():
         assert torch.equal(_bits(fast(x)), _bits(ref(x)))
+
+
+def _packed_reference(model: TextRNN, tokens: torch.Tensor) -> torch.Tensor:
+    """TextRNN's function through nn.LSTM over a packed sequence (what CUDA runs)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    lengths = (tokens != 0).sum(dim=1).clamp(min=1)
+    packed = pack_padded_sequence(model.embedding(tokens), lengths, batch_first=True, enforce_sorted=False)
+    _, (h_n, _) = model.lstm(packed)
+    return model.fc(torch.cat([h_n[-2], h_n[-1]], dim=1))
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_textrnn_unrolled_cpu_path_is_the_packed_lstm(num_layers: int) -> None:
+    torch.manual_seed(num_layers)
+    model = TextRNN(50, embed_dim=8, hidden_size=6, num_layers=num_layers, num_classes=4)
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([1, 9, 4, 12, 12, 2])
+    tokens = torch.randint(1, 50, (6, 15), generator=gen)
+    tokens[torch.arange(15).expand(6, 15) >= lengths.unsqueeze(1)] = 0
+    tokens[0] = 0  # an empty text reads one padding step, as the packed module does
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    grads = []
+    for forward in (model, lambda t: _packed_reference(model, t)):
+        model.zero_grad(set_to_none=True)
+        out = forward(tokens)
+        torch.nn.functional.cross_entropy(out, labels).backward()
+        grads.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    (out, g), (ref_out, ref_g) = grads
+    assert torch.allclose(out, ref_out, atol=1e-6, rtol=0)
+    for a, b in zip(g, ref_g, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)

@@ -14,6 +14,7 @@ SignGuard samples contiguous windows of that vector, so layers are registered in
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -161,8 +162,9 @@ def cifar_resnet18(num_classes: int = 10) -> nn.Module:
 class TextRNN(nn.Module):
     """Embedding + 2-layer bidirectional LSTM + linear classifier.
 
-    Padding id 0 is ignored (``padding_idx=0`` and packed sequences), so a text's prediction
-    does not depend on how much padding follows it.  The classifier reads the last layer's
+    Padding id 0 is ignored (``padding_idx=0``; packed sequences on CUDA, the equivalent padded
+    unrolling on the CPU: :meth:`_last_hidden_unrolled`), so a text's prediction does not depend
+    on how much padding follows it.  The classifier reads the last layer's
     final hidden state of both directions.
 
     Parameters
@@ -199,8 +201,48 @@ class TextRNN(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         # Texts are right-padded with 0; every encoded text has at least one token.
-        lengths = (tokens != 0).sum(dim=1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(self.embedding(tokens), lengths, batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed)
-        # h_n: (num_layers * 2, B, H); the last two rows are the top layer's two directions.
-        return self.fc(torch.cat([h_n[-2], h_n[-1]], dim=1))
+        lengths = (tokens != 0).sum(dim=1).clamp(min=1)
+        if tokens.device.type == "cuda":  # cuDNN runs packed sequences in fused kernels
+            packed = pack_padded_sequence(self.embedding(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False)
+            _, (h_n, _) = self.lstm(packed)
+            # h_n: (num_layers * 2, B, H); the last two rows are the top layer's two directions.
+            return self.fc(torch.cat([h_n[-2], h_n[-1]], dim=1))
+        return self.fc(self._last_hidden_unrolled(tokens, lengths))
+
+    def _last_hidden_unrolled(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The packed LSTM's final hidden states of the top layer, from right-padded batches.
+
+        Why by hand: on the CPU, ``nn.LSTM`` over a packed sequence slices its precomputed input
+        gates once per time step, and autograd's backward of every slice zero-fills a tensor of
+        the whole sequence: quadratic in the length, ~75% of a FedSGD step on AG-News (torch
+        profiler: ``aten::fill_`` and ``add_`` under ``SliceBackward0``).  Each layer and
+        direction here is one padded single-layer LSTM call (``torch.lstm``, the kernel
+        ``nn.LSTM`` itself uses, with the module's own weights): the reverse direction reads each
+        text's tokens reversed with its padding kept at the end, so neither direction ever reads
+        a padding step before a real one; the final state is the output at the text's last real
+        step.  The same function as the packed module (equal up to float32 rounding, tested),
+        3x faster on one core.
+        """
+        lstm = self.lstm
+        batch, steps = tokens.shape[0], int(lengths.max())
+        # Position t of row b in the reversed text: lengths[b] - 1 - t for real steps, t for padding.
+        t = torch.arange(steps, device=tokens.device).expand(batch, steps)
+        last = (lengths - 1).view(batch, 1)
+        reverse = torch.where(t <= last, last - t, t)
+        x = self.embedding(tokens[:, :steps])
+        zeros = x.new_zeros(1, batch, lstm.hidden_size)
+        final: list[torch.Tensor] = []
+        for layer in range(lstm.num_layers):
+            outputs = []
+            for suffix in ("", "_reverse"):
+                weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                source = x if not suffix else x.gather(1, reverse.unsqueeze(-1).expand_as(x))
+                out, _, _ = torch.lstm(source, (zeros, zeros), weights, True, 1, 0.0, self.training, False, True)
+                if layer == lstm.num_layers - 1:
+                    final.append(out.gather(1, last.unsqueeze(-1).expand(batch, 1, out.shape[2])).squeeze(1))
+                # Back to text order (the reversal is its own inverse) for the next layer's input.
+                outputs.append(out if not suffix else out.gather(1, reverse.unsqueeze(-1).expand_as(out)))
+            x = torch.cat(outputs, dim=2)
+            if lstm.dropout and self.training and layer < lstm.num_layers - 1:
+                x = F.dropout(x, lstm.dropout, training=True)
+        return torch.cat(final, dim=1)
