@@ -86,6 +86,22 @@ def pure_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
     return times
 
 
+def plain_client_step(model: torch.nn.Module, global_state: dict[str, torch.Tensor], data, cfg: ExperimentConfig,
+                      partition_id: int, server_round: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One client's plain PyTorch step: load the weights, its batch, forward/backward, the flat gradient."""
+    import torch.nn.functional as F
+
+    from clients.training import fedsgd_batch_positions
+
+    model.load_state_dict(global_state)
+    pos = fedsgd_batch_positions(data.num_train, cfg.batch_size, server_round, cfg.seed, partition_id)
+    x, y = data.train.get_batch(data.train_indices[pos])
+    model.train()
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()], out=out)
+
+
 def plain_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
     """Per-round seconds of a plain PyTorch loop over the same 50 gradients + rule + server step.
 
@@ -93,11 +109,9 @@ def plain_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
     positions), one forward/backward in train mode, the negated gradient into the update
     matrix, on one torch thread as the engines' clients run.  What no engine can go below.
     """
-    import torch.nn.functional as F
 
     from clients.client_app import ClientSettings, client_data_for
     from clients.tasks import get_task
-    from clients.training import fedsgd_batch_positions
 
     settings = ClientSettings(task=cfg.task, seed=cfg.seed, batch_size=cfg.batch_size)
     datas = [client_data_for(settings, pid, cfg.num_clients) for pid in range(cfg.num_clients)]
@@ -114,14 +128,8 @@ def plain_rounds(cfg: ExperimentConfig, rounds: int) -> list[float]:
         rows = torch.empty((cfg.num_clients, gvec.numel()), dtype=torch.float32)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        model.train()
         for pid, data in enumerate(datas):
-            model.load_state_dict(gstate)
-            pos = fedsgd_batch_positions(data.num_train, cfg.batch_size, rnd, cfg.seed, pid)
-            x, y = data.train.get_batch(data.train_indices[pos])
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            torch.cat([p.grad.reshape(-1) for p in model.parameters()], out=rows[pid])
+            plain_client_step(model, gstate, data, cfg, pid, rnd, out=rows[pid])
         torch.set_num_threads(threads)
         rows.neg_()
         server_step(strategy, rows, gvec, gstate, params, rnd)
@@ -142,7 +150,6 @@ def client_call_breakdown(cfg: ExperimentConfig, calls: int = 40, repeats: int =
     """
     import timeit
 
-    import torch.nn.functional as F
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
@@ -150,7 +157,6 @@ def client_call_breakdown(cfg: ExperimentConfig, calls: int = 40, repeats: int =
     from clients.settings import resolve_settings
     from clients.tasks import get_task
     from clients.tasks.models import FastMaxPool2d
-    from clients.training import fedsgd_batch_positions
     from signguard_flwr.arrays import state_record
     from signguard_flwr.replies import parse_train_reply
     from signguard_flwr.updates import global_view
@@ -184,13 +190,7 @@ def client_call_breakdown(cfg: ExperimentConfig, calls: int = 40, repeats: int =
         return Message(content=_copy_content(content), dst_node_id=1, message_type="train", group_id="1")
 
     def plain_step(model: torch.nn.Module) -> None:
-        model.load_state_dict(global_state)
-        pos = fedsgd_batch_positions(data.num_train, cfg.batch_size, rnd, cfg.seed, pid)
-        x, y = data.train.get_batch(data.train_indices[pos])
-        model.train()
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        plain_client_step(model, global_state, data, cfg, pid, rnd)
 
     def plain() -> None:
         plain_step(plain_model)
