@@ -104,6 +104,7 @@ EVIDENCE_FOLDERS = (
     "converged-mnist",
     "converged-fmnist",
     "paper-budget-mnist",
+    "paper-budget-fmnist",
     "cifar10-small",
     "agnews-small",
     "agnews-cpu",

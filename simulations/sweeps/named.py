@@ -27,6 +27,7 @@ _LISTED = (
     "converged-mnist",
     "converged-fmnist",
     "paper-budget-mnist",
+    "paper-budget-fmnist",
     "bulyan-reference-mnist",
     "fraction-fmnist",
     "noniid-fmnist",
