@@ -118,3 +118,29 @@ def test_duplicate_results_count_once() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_fresh_runs_win_and_scale_the_older_measurements() -> None:
+    # The sweep's own finished runs (same code, same machine) ran at half the older cost of
+    # the same cells: matched cells use them alone, the others get the older cost × 0.5.
+    fresh = [
+        measured("mnist", "mean", "none", 1.0, 1.0, seed=1),  # older same cell: 2.0 -> ratio 0.5
+        measured("mnist", "signguard", "lie", 3.0, 3.0, seed=2),  # older same cell: median 6.0 -> 0.5
+    ]
+    configs = [
+        plan("mnist", "mean", "none", seed=2),  # fresh task+defense+attack: 1.0
+        plan("mnist", "mean", "lie"),  # older task+defense+attack 4.0, × 0.5
+        plan("fmnist", "median", "none"),  # another task: no fresh run, no drift: 1.5
+    ]
+    est = estimate_seconds(configs, [*MEASURED, *fresh], fresh=fresh)
+    got = [(r.match, r.measured, r.per_round, r.scale) for r in est.runs]
+    assert got == [
+        ("task+defense+attack", 1, pytest.approx(1.0), None),
+        ("task+defense+attack", 1, pytest.approx(2.0), pytest.approx(0.5)),
+        ("task+defense+attack", 1, pytest.approx(1.5), None),
+    ]
+    assert est.drift == {"mnist": pytest.approx(0.5)}
+    assert est.runs[1].text() == "~3 min (2.00 s/round, task+defense+attack, 1 run, ×0.50 drift)"
+    assert "older mnist measurements ×0.50" in est.line()
+    # Without fresh runs the same call keeps the older costs.
+    assert estimate_seconds(configs, MEASURED).runs[1].per_round == pytest.approx(4.0)

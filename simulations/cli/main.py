@@ -216,11 +216,13 @@ def _measured_results(results_dir: Path) -> list:
 def _dry_run(configs: Sequence[ExperimentConfig], finished: set[str], results_dir: Path, jobs: int,
              damaged: dict[str, str] | None = None, shared: dict[str, Path] | None = None) -> int:
     """List the runs (done / shared / todo, with each todo run's estimated time) and the sweep's estimate."""
-    from ..sweeps.runner import estimate_seconds
+    from ..sweeps.runner import estimate_seconds, load_results
 
     shared = shared or {}
     todo = [c for c in configs if c.key() not in finished and c.key() not in shared]
-    estimate = estimate_seconds(todo, _measured_results(results_dir), jobs=jobs)
+    # The sweep's own finished runs are the freshest measurements (this code, this machine).
+    fresh = load_results([results_dir]) if results_dir.is_dir() else []
+    estimate = estimate_seconds(todo, _measured_results(results_dir), jobs=jobs, fresh=fresh)
     per_run = {r.config.key(): r.text() for r in estimate.runs}
     for cfg in configs:
         if cfg.key() in finished:

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -369,12 +369,15 @@ class RunEstimate:
     match: str
     measured: int
     missing: str = ""
+    scale: float | None = None
+    """The drift factor applied to older measurements (see :func:`estimate_seconds`), or None."""
 
     def text(self) -> str:
         if self.seconds is None:
             return self.missing
         runs = f"{self.measured} run{'s' if self.measured != 1 else ''}"
-        return f"~{format_duration(self.seconds)} ({self.per_round:.2f} s/round, {self.match}, {runs})"
+        scaled = f", ×{self.scale:.2f} drift" if self.scale is not None else ""
+        return f"~{format_duration(self.seconds)} ({self.per_round:.2f} s/round, {self.match}, {runs}{scaled})"
 
 
 @dataclass(frozen=True)
@@ -391,6 +394,8 @@ class SweepEstimate:
     """Distinct measured runs (result keys) that some estimate is taken from."""
     unmeasured: dict[str, int]
     """``no measurement for task X`` (+ device note) -> number of planned runs it applies to."""
+    drift: dict[str, float] = field(default_factory=dict)
+    """Task -> factor applied to its older measurements (``fresh`` runs against the same cells)."""
 
     def line(self) -> str:
         """``estimated 3 h 20 min (6 h 40 min of work, 2 jobs at once), from measured round costs of 45 runs``."""
@@ -405,6 +410,8 @@ class SweepEstimate:
                 f"estimated {format_duration(self.wall_seconds)} ({format_duration(self.work_seconds)} of work, "
                 f"{at_once}), from measured round costs of {runs}"
             )
+        for task, factor in self.drift.items():
+            parts.append(f"older {task} measurements ×{factor:.2f} (this sweep's finished runs against the same cells measured before)")
         for missing, n in self.unmeasured.items():
             parts.append(f"{missing} ({n} run{'s' if n != 1 else ''} not in the estimate)")
         return "; ".join(parts)
@@ -422,7 +429,11 @@ def round_seconds(result: RunResult) -> float | None:
 
 
 def estimate_seconds(
-    configs: Sequence[ExperimentConfig], measured: Iterable[RunResult], *, jobs: int = 1
+    configs: Sequence[ExperimentConfig],
+    measured: Iterable[RunResult],
+    *,
+    jobs: int = 1,
+    fresh: Iterable[RunResult] = (),
 ) -> SweepEstimate:
     """Estimate how long ``configs`` take from the per-round costs of ``measured`` results.
 
@@ -433,43 +444,72 @@ def estimate_seconds(
     without any measurement are listed in ``unmeasured`` and left out of the totals.  The
     wall-clock time schedules the runs in order on ``jobs`` workers, each taking the next run
     when it is free (what ``run_sweep(jobs=...)`` does).
+
+    ``fresh`` are the runs the sweep itself has finished (its results folder): made by the code
+    and on the machine that will make the rest, while the other measurements may be older and
+    the code faster since (the MNIST CNN's step went from 7.0 to 5.5 ms between sweeps).  At each
+    match level fresh matches are used alone when there are any; otherwise the older matches'
+    median is multiplied by the task's drift, the median over its fresh runs of (fresh cost /
+    the older cost of the same task, defense and attack), reported in ``drift``.
     """
+    fresh_keys: set[str] = set()
     costs: dict[str, tuple[dict[str, Any], float]] = {}
-    for result in measured:
-        cost = round_seconds(result)
-        if cost is not None:
-            costs[result.key] = (result.config, cost)
-    # (level name, key values + device) -> [(result key, cost)]
+    for source, results in ((True, fresh), (False, measured)):
+        for result in results:
+            cost = round_seconds(result)
+            if cost is not None and result.key not in costs:
+                costs[result.key] = (result.config, cost)
+                if source:
+                    fresh_keys.add(result.key)
+    # (fresh?, level name, key values + device) -> [(result key, cost)]
     index: dict[tuple, list[tuple[str, float]]] = {}
     devices: dict[str, set[str]] = {}  # task -> device kinds measured
     for key, (cfg, cost) in costs.items():
         devices.setdefault(str(cfg.get("task")), set()).add(_device_kind(cfg))
         for level, fields in MATCH_LEVELS:
-            index.setdefault((level, *(str(cfg.get(f)) for f in fields), _device_kind(cfg)), []).append((key, cost))
+            cell = (key in fresh_keys, level, *(str(cfg.get(f)) for f in fields), _device_kind(cfg))
+            index.setdefault(cell, []).append((key, cost))
+
+    # (task, device) -> fresh cost / older cost of the same cell (task, defense and attack: at a
+    # coarser level the defenses' and attacks' own costs would pass for drift), over the fresh runs.
+    level, fields = MATCH_LEVELS[0]
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for key in fresh_keys:
+        cfg, cost = costs[key]
+        older = index.get((False, level, *(str(cfg.get(f)) for f in fields), _device_kind(cfg)))
+        if older:
+            ratios.setdefault((str(cfg.get("task")), _device_kind(cfg)), []).append(cost / statistics.median(c for _, c in older))
+    drift = {cell: statistics.median(r) for cell, r in ratios.items()}
+
     runs: list[RunEstimate] = []
     used: set[str] = set()
     unmeasured: dict[str, int] = {}
+    drift_used: dict[str, float] = {}
     for cfg in configs:
+        device = _device_kind(cfg)
         found = None
         for level, fields in MATCH_LEVELS:
-            matches = index.get((level, *(str(getattr(cfg, f)) for f in fields), _device_kind(cfg)))
-            if matches:
-                found = level, matches
+            values = [str(getattr(cfg, f)) for f in fields]
+            new, old = index.get((True, level, *values, device)), index.get((False, level, *values, device))
+            if new or old:
+                found = (level, new, None) if new else (level, old, drift.get((cfg.task, device)))
                 break
         if found is None:
             missing = f"no measurement for task {cfg.task}"
             elsewhere = sorted(devices.get(cfg.task, set()))
             if elsewhere:
-                missing += f" on {_device_kind(cfg)}, measured on {', '.join(elsewhere)} only"
-            elif _device_kind(cfg) != "cpu":
-                missing += f" on {_device_kind(cfg)}"
+                missing += f" on {device}, measured on {', '.join(elsewhere)} only"
+            elif device != "cpu":
+                missing += f" on {device}"
             runs.append(RunEstimate(cfg, None, None, "", 0, missing))
             unmeasured[missing] = unmeasured.get(missing, 0) + 1
             continue
-        level, matches = found
-        per_round = statistics.median(cost for _, cost in matches)
+        level, matches, scale = found
+        per_round = statistics.median(cost for _, cost in matches) * (scale if scale is not None else 1.0)
         used.update(key for key, _ in matches)
-        runs.append(RunEstimate(cfg, cfg.rounds * per_round, per_round, level, len(matches)))
+        if scale is not None:
+            drift_used[cfg.task] = scale
+        runs.append(RunEstimate(cfg, cfg.rounds * per_round, per_round, level, len(matches), scale=scale))
     durations = [r.seconds for r in runs if r.seconds is not None]
     return SweepEstimate(
         runs=runs,
@@ -478,6 +518,7 @@ def estimate_seconds(
         jobs=jobs,
         measured_runs=len(used),
         unmeasured=unmeasured,
+        drift=drift_used,
     )
 
 
