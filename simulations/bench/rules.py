@@ -347,7 +347,7 @@ def bench_one_d(args: argparse.Namespace, d: int) -> list[str]:
             print(f"[d={d:,}]   -> {lines[-1]}", file=sys.stderr, flush=True)
         del ours_vec
         gc.collect()
-    del updates, rows_np
+    updates = rows_np = None  # free the matrix before the next size (not del: the lambdas above close over it)
     gc.collect()
     lines.append("")
     return lines
