@@ -82,6 +82,44 @@ def test_match_sign_fractions_is_exact_and_touches_only_small_coordinates(positi
         assert float(v[flipped].abs().max()) <= float(v[same_sign_kept].abs().min())
 
 
+def _match_sign_fractions_by_sort(vector: torch.Tensor, positive: float, zero: float) -> torch.Tensor:
+    """The definition, literally: walk the coordinates in stable ascending order of magnitude."""
+    out = vector.clone()
+    d = out.numel()
+    order = out.abs().argsort(stable=True)
+    n_zero = min(d, int(round(zero * d)))
+    out[order[:n_zero]] = 0.0
+    rest = order[n_zero:]
+    values = out[rest]
+    tiny = values.abs()[values != 0].min() if bool((values != 0).any()) else torch.tensor(1e-12, dtype=out.dtype)
+    values = torch.where(values == 0, tiny.to(out.dtype), values)
+    pos = values > 0
+    surplus = int(pos.sum()) - min(len(rest), int(round(positive * d)))
+    flip = torch.nonzero(pos).flatten()[:surplus] if surplus > 0 else torch.nonzero(~pos).flatten()[: -surplus]
+    values[flip] = -values[flip]
+    out[rest] = values
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_match_sign_fractions_equals_the_stable_sort_definition_bitwise(dtype) -> None:
+    # The selection-based version must pick exactly the coordinates the stable sort picks,
+    # ties included: committed defense-aware runs were made with the sort.
+    gen = torch.Generator().manual_seed(11)
+    cases = []
+    for d in (1, 7, 64, 1000, 51_710):
+        cases.append(torch.randn(d, generator=gen, dtype=dtype))
+        cases.append(torch.randint(-3, 4, (d,), generator=gen).to(dtype))  # many ties and exact zeros
+        cases.append(torch.randn(d, generator=gen, dtype=dtype) * (torch.rand(d, generator=gen) < 0.3))
+    cases.append(torch.zeros(50, dtype=dtype))
+    for v in cases:
+        for positive, zero in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.5, 0.1), (0.3, 0.0), (0.7, 0.25), (0.45, 0.6), (0.2, 0.05)]:
+            got, want = match_sign_fractions(v, positive, zero), _match_sign_fractions_by_sort(v, positive, zero)
+            assert got.dtype == want.dtype
+            assert torch.equal(got, want), (v.numel(), positive, zero)
+            assert torch.equal(torch.signbit(got), torch.signbit(want))
+
+
 def test_sign_mimic_sits_inside_the_honest_features_and_points_against_the_mean() -> None:
     honest = noisy_honest()
     rows = sign_mimic(honest, BYZ)

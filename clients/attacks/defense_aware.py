@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from ._checks import check_byzantine, check_matrix
@@ -194,34 +195,58 @@ def fang_trmean(honest: torch.Tensor, byzantine: Sequence[int], *, knowledge: st
 # --------------------------------------------------------------------------------------------
 
 
+def _first_by_magnitude(magnitude: torch.Tensor, k: int, among: torch.Tensor | None = None) -> torch.Tensor:
+    """Mask of the ``k`` coordinates (of those in ``among``) that a stable ascending sort of
+    ``magnitude`` puts first: the smallest, ties to the lower index.
+
+    One selection instead of the sort: torch's stable CPU argsort of the MNIST CNN's 51,710
+    magnitudes costs 6.5 ms, and the SignGuard-aware searches call this ~200 times a round
+    (measured: 60% of a ``mirror`` round); numpy's introselect finds the k-th value in 0.06 ms.
+    ``k`` must not exceed the number of coordinates in ``among``, whose magnitudes are finite.
+    """
+    mask = torch.zeros(magnitude.shape, dtype=torch.bool, device=magnitude.device)
+    if k <= 0:
+        return mask
+    if among is not None:
+        magnitude = torch.where(among, magnitude, torch.full_like(magnitude, float("inf")))
+    if k >= magnitude.numel():
+        return mask.fill_(True)
+    if magnitude.device.type == "cpu":
+        kth = magnitude.new_tensor(np.partition(magnitude.numpy(), k - 1)[k - 1])
+    else:
+        kth = magnitude.kthvalue(k).values
+    below = magnitude < kth
+    mask |= below
+    ties = torch.nonzero(magnitude == kth).flatten()[: k - int(below.sum())]
+    mask[ties] = True
+    return mask
+
+
 def match_sign_fractions(vector: torch.Tensor, positive: float, zero: float) -> torch.Tensor:
     """``vector`` changed as little as possible so that its sign fractions are the given ones.
 
     The ``zero·d`` smallest-magnitude coordinates become exactly 0; then the smallest-magnitude
-    coordinates of the over-represented sign flip until ``positive·d`` coordinates are positive.
+    coordinates of the over-represented sign flip until ``positive·d`` coordinates are positive
+    (ties in magnitude go to the lower index, as in a stable sort).
     SignGuard's sign statistics are fractions over a random coordinate sample, so matching them
     over all coordinates matches them on any sample up to sampling noise.
     """
-    out = vector.clone()
+    out = vector.detach().clone()
     d = out.numel()
-    order = out.abs().argsort(stable=True)
+    magnitude = out.abs()
     n_zero = min(d, int(round(zero * d)))
-    out[order[:n_zero]] = 0.0
-    rest = order[n_zero:]
-    values = out[rest]
+    rest = ~_first_by_magnitude(magnitude, n_zero)
+    out[~rest] = 0.0
     # Coordinates that are exactly 0 but must carry a sign take the smallest non-zero magnitude.
-    tiny = values.abs()[values != 0].min() if bool((values != 0).any()) else torch.tensor(1e-12, dtype=out.dtype)
-    values = torch.where(values == 0, tiny.to(out.dtype), values)
-    want_pos = min(len(rest), int(round(positive * d)))
-    pos = values > 0
+    nonzero = rest & (out != 0)
+    tiny = magnitude[nonzero].min() if bool(nonzero.any()) else torch.tensor(1e-12, dtype=out.dtype)
+    out = torch.where(rest & (out == 0), tiny.to(out.dtype), out)
+    want_pos = min(int(rest.sum()), int(round(positive * d)))
+    pos = rest & (out > 0)
     surplus = int(pos.sum()) - want_pos
-    if surplus > 0:
-        flip = torch.nonzero(pos).flatten()[:surplus]  # rest is sorted by magnitude: smallest first
-    else:
-        flip = torch.nonzero(~pos).flatten()[: -surplus]
-    values[flip] = -values[flip]
-    out[rest] = values
-    return out
+    # The over-represented sign's smallest coordinates (by the original magnitude) flip.
+    flip = _first_by_magnitude(magnitude, surplus, pos) if surplus > 0 else _first_by_magnitude(magnitude, -surplus, rest & ~pos)
+    return torch.where(flip, -out, out)
 
 
 def _sign_profile(known: torch.Tensor) -> tuple[float, float, float]:
