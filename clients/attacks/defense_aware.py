@@ -231,6 +231,18 @@ def match_sign_fractions(vector: torch.Tensor, positive: float, zero: float) -> 
     SignGuard's sign statistics are fractions over a random coordinate sample, so matching them
     over all coordinates matches them on any sample up to sampling noise.
     """
+    if vector.device.type == "cpu":
+        # The same steps in numpy: ~2x less per-call overhead than torch on a 51,710-vector,
+        # and the mirror attack's search calls this ~200 times a round.  The result stays in
+        # a tensor torch allocated: torch's vectorised reductions (the norm taken next) can
+        # sum in another order on differently aligned memory, and runs must stay bit-exact.
+        out = vector.detach().clone()
+        _match_sign_fractions_numpy(out.numpy(), positive, zero)
+        return out
+    return _match_sign_fractions_torch(vector, positive, zero)
+
+
+def _match_sign_fractions_torch(vector: torch.Tensor, positive: float, zero: float) -> torch.Tensor:
     out = vector.detach().clone()
     d = out.numel()
     magnitude = out.abs()
@@ -247,6 +259,41 @@ def match_sign_fractions(vector: torch.Tensor, positive: float, zero: float) -> 
     # The over-represented sign's smallest coordinates (by the original magnitude) flip.
     flip = _first_by_magnitude(magnitude, surplus, pos) if surplus > 0 else _first_by_magnitude(magnitude, -surplus, rest & ~pos)
     return torch.where(flip, -out, out)
+
+
+def _match_sign_fractions_numpy(out: np.ndarray, positive: float, zero: float) -> None:
+    """:func:`_match_sign_fractions_torch`'s steps on a numpy vector, in place."""
+    d = out.size
+    magnitude = np.abs(out)
+    n_zero = min(d, int(round(zero * d)))
+    rest = ~_first_by_magnitude_numpy(magnitude, n_zero)
+    out[~rest] = 0.0
+    nonzero = rest & (out != 0)
+    tiny = magnitude[nonzero].min() if nonzero.any() else out.dtype.type(1e-12)
+    out[rest & (out == 0)] = tiny
+    want_pos = min(int(rest.sum()), int(round(positive * d)))
+    pos = rest & (out > 0)
+    surplus = int(pos.sum()) - want_pos
+    flip = (_first_by_magnitude_numpy(magnitude, surplus, pos) if surplus > 0
+            else _first_by_magnitude_numpy(magnitude, -surplus, rest & ~pos))
+    out[flip] = -out[flip]
+
+
+def _first_by_magnitude_numpy(magnitude: np.ndarray, k: int, among: np.ndarray | None = None) -> np.ndarray:
+    """:func:`_first_by_magnitude` on a numpy vector."""
+    mask = np.zeros(magnitude.shape, dtype=bool)
+    if k <= 0:
+        return mask
+    if among is not None:
+        magnitude = np.where(among, magnitude, np.inf).astype(magnitude.dtype, copy=False)
+    if k >= magnitude.size:
+        mask[:] = True
+        return mask
+    kth = np.partition(magnitude, k - 1)[k - 1]
+    below = magnitude < kth
+    mask |= below
+    mask[np.flatnonzero(magnitude == kth)[: k - int(below.sum())]] = True
+    return mask
 
 
 def _sign_profile(known: torch.Tensor) -> tuple[float, float, float]:
