@@ -354,6 +354,49 @@ def test_registered_attacks_run_with_no_other_edit(toy_attacks):
         assert np.allclose(got[p], (-2.0 if p in BYZ else 1.0) * delta_of(p, 1), atol=1e-6)
 
 
+@pytest.fixture
+def recording_attack():
+    """A colluding attack that records the honest matrix it is given, in the order given."""
+    seen: list[torch.Tensor] = []
+
+    def attack(honest, byzantine, params):
+        seen.append(honest.clone())
+        return AttackResult(honest.mean(dim=0).expand(len(byzantine), -1).clone(), {})
+
+    register_attack("toy_recording", kind="colluding", summary="records its input")(attack)
+    yield seen
+    del ATTACKS["toy_recording"]
+
+
+class ShuffledGrid(FakeGrid):
+    """Replies in another order than the messages were sent, as a real engine may."""
+
+    def __init__(self, order: list[int]) -> None:
+        super().__init__()
+        self.order = order
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        return [replies[i] for i in self.order]
+
+
+def test_the_attack_sees_the_rows_in_partition_order_whatever_the_reply_order(recording_attack):
+    # Means and spreads over the honest rows are float sums: summed in reply order they changed
+    # in the last bits from run to run (node ids and arrival order differ), so a rerun of a
+    # colluding-attack experiment did not repeat it.  The adversary sorts by partition id.
+    outputs = []
+    for order in ([0, 1, 2, 3, 4, 5], [5, 3, 0, 4, 1, 2], [2, 4, 5, 1, 0, 3]):
+        replies = list(OmniscientAdversary(ShuffledGrid(order), attack="toy_recording", byzantine_partitions=BYZ)
+                       .send_and_receive(instructions(1)))
+        assert [int(r.content["diag"]["partition-id"]) for r in replies] == order  # reply order kept
+        outputs.append(updates(replies))
+    first, *rest = recording_attack
+    assert torch.allclose(first.double(), honest_g(), atol=1e-6)  # rows = partitions 0..5
+    assert all(torch.equal(first, other) for other in rest)
+    for other in outputs[1:]:
+        assert all(np.array_equal(outputs[0][p], other[p]) for p in range(6))
+
+
 def test_time_varying_schedule_per_round_matches_history():
     adv = OmniscientAdversary(FakeGrid(), attack="time_varying", byzantine_partitions=BYZ, seed=3,
                               tv_period="round")

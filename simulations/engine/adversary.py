@@ -341,4 +341,8 @@ class OmniscientAdversary(Grid):
             view = parse(reply, globs[id(sent_rec)], arrayrecord_key=self.arrayrecord_key, read=False)
             if view is not None:
                 parsed.append(_Reply(pos, reply.metadata.src_node_id, self._partition_of(reply), view))
+        # One order whatever order the replies came in (node ids and arrival differ from run to
+        # run): the attacks' means and spreads over the honest rows are float sums, and summed
+        # in another order they differ in the last bits, so a rerun would not repeat a run.
+        parsed.sort(key=lambda r: (r.partition is None, r.partition if r.partition is not None else 0, r.node_id))
         return parsed
