@@ -204,25 +204,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measured_results(results_dir: Path) -> list:
-    """Finished runs to measure round costs from: ``results_dir`` and every folder of docs/results."""
+def _measured_results(results_dir: Path) -> tuple[list, list]:
+    """Finished runs to measure round costs from: ``results_dir``'s own (the freshest: this code,
+    this machine) and those of every other folder of docs/results, each folder read once."""
     from ..sweeps.runner import load_results
 
+    own = results_dir.resolve() if results_dir.is_dir() else None
     evidence = REPO_ROOT / NAMED_SWEEP_RESULTS
-    folders = [results_dir, *(sorted(p for p in evidence.iterdir() if p.is_dir()) if evidence.is_dir() else [])]
-    return load_results([f for f in folders if f.is_dir()])
+    others = sorted(p for p in evidence.iterdir() if p.is_dir() and p.resolve() != own) if evidence.is_dir() else []
+    return (load_results([results_dir]) if own else []), load_results(others)
 
 
 def _dry_run(configs: Sequence[ExperimentConfig], finished: set[str], results_dir: Path, jobs: int,
              damaged: dict[str, str] | None = None, shared: dict[str, Path] | None = None) -> int:
     """List the runs (done / shared / todo, with each todo run's estimated time) and the sweep's estimate."""
-    from ..sweeps.runner import estimate_seconds, load_results
+    from ..sweeps.runner import estimate_seconds
 
     shared = shared or {}
     todo = [c for c in configs if c.key() not in finished and c.key() not in shared]
-    # The sweep's own finished runs are the freshest measurements (this code, this machine).
-    fresh = load_results([results_dir]) if results_dir.is_dir() else []
-    estimate = estimate_seconds(todo, _measured_results(results_dir), jobs=jobs, fresh=fresh)
+    fresh, older = _measured_results(results_dir)
+    estimate = estimate_seconds(todo, older, jobs=jobs, fresh=fresh)
     per_run = {r.config.key(): r.text() for r in estimate.runs}
     for cfg in configs:
         if cfg.key() in finished:
