@@ -66,3 +66,17 @@ def test_table1_leaves_the_defense_aware_attacks_to_their_section() -> None:
 
     header = next(line for line in table1_markdown(_results()).splitlines() if line.startswith("| defense"))
     assert header == "| defense | No attack | LIE |"
+
+
+def test_a_cell_with_fewer_seeds_than_its_neighbours_is_marked() -> None:
+    """Three seeds of Mean without attack, two under IPM, one under sign-mimic: ‡ on the two."""
+    runs = [make_result(defense="mean", attack="none", accs=(0.98,), seed=s) for s in (0, 1, 2)]
+    runs += [make_result(defense="mean", attack="ipm", accs=(0.5,), seed=s) for s in (0, 1)]
+    runs += [make_result(defense="mean", attack="sign_mimic", accs=(0.12,))]
+    text = defense_aware_markdown(entries_from_results(runs))
+    row = next(line for line in text.splitlines() if line.startswith("| Mean"))
+    assert row == "| Mean | 98.00±0.00 | 50.00±0.00‡ | 12.00† |"
+    assert "‡ 2 seeds (the block's fullest cells have 3)." in text
+    # A block whose cells all have the same number of seeds carries no mark.
+    full = defense_aware_markdown(entries_from_results(runs[:3] + [make_result(defense="mean", attack="ipm", accs=(0.5,), seed=s) for s in (0, 1, 2)]))
+    assert "‡" not in full.split("|---", 1)[1]

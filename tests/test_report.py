@@ -265,6 +265,22 @@ def test_table1_blocks_carry_their_convergence_line() -> None:
     assert "†" not in multi.split("|---", 1)[1]
 
 
+def test_table1_marks_cells_with_fewer_seeds_than_the_blocks_fullest() -> None:
+    """A sweep half-way through its seeds: three seeds without attack, two under LIE, one under Min-Max."""
+    runs = [make_result(accs=_curve(0.985, 0.986, 0.9855, rounds=300), seed=s) for s in (0, 1, 2)]
+    runs += [make_result(attack="lie", accs=_curve(0.5, 0.6, 0.7, rounds=300), seed=s) for s in (0, 1)]
+    runs += [make_result(attack="min_max", accs=_curve(0.1, 0.1, 0.1, rounds=300))]
+    md = tables.table1_markdown(entries_from_results(runs))
+    block = _section(md, "MNIST (CNN), IID, n = 50, 10 Byzantine (20%), 300 rounds")
+    assert _row(block, "Mean") == [
+        "Mean", "98.60±0.00 / 98.55±0.00 (99.23)", "70.00±0.00 / 70.00±0.00‡ (84.49)", "10.00 / 10.00† (68.89)"
+    ]
+    assert "\n† one seed." in block and "\n‡ 2 seeds (the block's fullest cells have 3)." in block
+    # Every cell at the same count: no ‡ anywhere in the block's table.
+    even = tables.table1_markdown(entries_from_results(runs[:3] + [make_result(attack="lie", accs=_curve(0.5, 0.6, 0.7, rounds=300), seed=2)] + runs[3:5]))
+    assert "‡" not in even.split("|---", 1)[1]
+
+
 def test_table2_selected_rates_beside_paper(results_dir: Path) -> None:
     entries = load_entries([results_dir])
     md = tables.table2_markdown(entries)

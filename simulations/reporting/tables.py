@@ -38,6 +38,7 @@ __all__ = [
     "convergence_line",
     "CONVERGENCE_POINTS",
     "ONE_SEED_MARK",
+    "FEWER_SEEDS_MARK",
     "table2_markdown",
     "selected_rates_markdown",
     "table3_markdown",
@@ -48,6 +49,15 @@ CONVERGENCE_POINTS = 0.5
 """Mean without attack has converged when its last three evaluations lie within this many points."""
 ONE_SEED_MARK = "†"
 """Marks a Table I cell of one run (no standard deviation)."""
+FEWER_SEEDS_MARK = "‡"
+"""Marks a cell of several seeds but fewer than the block's fullest cells (a sweep still filling
+in): its mean ± std rests on fewer runs than its neighbours', so its spread is less certain."""
+
+
+def fewer_seeds_footnote(counts: Sequence[int], most: int) -> str:
+    """The footnote for cells marked :data:`FEWER_SEEDS_MARK`: their seed counts against ``most``."""
+    listed = " or ".join(str(k) for k in sorted(set(counts)))
+    return f"{FEWER_SEEDS_MARK} {listed} seeds (the block's fullest cells have {most})."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +203,8 @@ def table1_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
         "(the final round). Where the paper has the same cell (same dataset, IID, n = 50, 10 Byzantine) its "
         "number stands beside ours as `best / final (paper)`; the paper trains 60 epochs (MNIST, Fashion-MNIST, "
         "AG-News) or 160 (CIFAR-10), our round budget is in each heading. A cell of several seeds shows "
-        f"mean±std over them; {ONE_SEED_MARK} marks a cell of one seed. Convergence: whether Mean without attack "
+        f"mean±std over them; {ONE_SEED_MARK} marks a cell of one seed, {FEWER_SEEDS_MARK} one of fewer seeds than the "
+        "block's fullest cells. Convergence: whether Mean without attack "
         f"has converged, i.e. its last three evaluations lie within {CONVERGENCE_POINTS:g} points of each other. "
         "Attacks that know the rule (IPM, Fang's, AGR-tailored, the SignGuard-aware ones) are in the section "
         "Defense-aware attacks."
@@ -205,6 +216,8 @@ def table1_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
         cells = _cells(block.entries, Entry.defense_label, Entry.attack_label)
         body = []
         one_seed = False
+        most = max(len(members) for members in cells.values())
+        fewer: list[int] = []
         for row in rows:
             line = [row]
             for col in cols:
@@ -216,6 +229,9 @@ def table1_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
                 if len(members) == 1:
                     text += ONE_SEED_MARK
                     one_seed = True
+                elif len(members) < most:
+                    text += FEWER_SEEDS_MARK
+                    fewer.append(len(members))
                 first = members[0]
                 ref = (
                     paper.table1(block.task, first.defense, first.attack)
@@ -234,6 +250,8 @@ def table1_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
         out.append(_table(["defense", *cols], body))
         if one_seed:
             out += ["", f"{ONE_SEED_MARK} one seed."]
+        if fewer:
+            out += ["", fewer_seeds_footnote(fewer, most)]
     return "\n".join(out) + "\n"
 
 
