@@ -4,7 +4,8 @@ For every block (one dataset, partition, client and Byzantine count, round budge
 runs of a defense-aware attack (:data:`DEFENSE_AWARE_ATTACKS`), one table: a row per defense
 that met such an attack, a column for no attack and for each defense-aware attack (with its
 parameters) present.  A cell is the best accuracy (mean ± sample std over seeds, ``†`` for one
-seed, ``‡`` for fewer seeds than the block's fullest cells) and, for rules that drop updates, the share of malicious (M) and honest (H) updates kept.
+seed, ``‡`` for fewer seeds than the block's fullest cells) and, for rules that drop updates, the
+share of malicious (M) and honest (H) updates kept.
 :func:`defense_aware_block` gives the same runs as a block, for the heatmap
 (``defense-aware-<slug>.png``).
 """
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 from .entries import DEFENSE_AWARE_ATTACKS, Block, Entry, group_blocks
 from .heatmap import heatmap_cells, selecting_defenses
-from .tables import FEWER_SEEDS_MARK, ONE_SEED_MARK, _acc_text, fewer_seeds_footnote
+from .tables import FEWER_SEEDS_MARK, _acc_text, fewer_seeds_footnote, seed_mark
 
 __all__ = ["DEFENSE_AWARE_ATTACKS", "defense_aware_block", "defense_aware_markdown"]
 
@@ -30,8 +31,7 @@ def defense_aware_block(block: Block) -> Block | None:
     return Block(block.key, runs, block.title, block.slug)
 
 
-def _cell(runs: Sequence[Entry], selecting: bool, attacked: bool, most: int) -> str:
-    mark = ONE_SEED_MARK if len(runs) == 1 else FEWER_SEEDS_MARK if len(runs) < most else ""
+def _cell(runs: Sequence[Entry], selecting: bool, attacked: bool, mark: str) -> str:
     text = _acc_text([100 * e.best_acc for e in runs]) + mark
     if selecting:
         honest = statistics.fmean(e.summary["honest_selected_rate"] for e in runs)
@@ -53,7 +53,8 @@ def defense_aware_markdown(entries: Sequence[Entry], *, heading: str = "##") -> 
         "",
         ("Every defense under the attacks that know the rule: IPM, Fang et al.'s attacks on Krum and on "
          "trimmed mean, the AGR-tailored search, the strength search and the SignGuard-aware attacks. A cell: "
-         "best accuracy (mean ± std over seeds, † one seed, ‡ fewer seeds than the block's fullest cells) and, for rules that drop updates, the malicious (M) "
+         "best accuracy (mean ± std over seeds, † one seed, ‡ fewer seeds than the block's fullest cells) and, "
+         "for rules that drop updates, the malicious (M) "
          "and honest (H) updates kept; – not run. Reproduce: `signguard-sim sweep defense-aware-mnist` (MNIST) "
          "or `defense-aware-mini` (bundled subset). The one-step mechanism behind it, on real update matrices: "
          "[analysis/defense-aware-snapshots.md](../analysis/defense-aware-snapshots.md)."),
@@ -70,9 +71,13 @@ def defense_aware_markdown(entries: Sequence[Entry], *, heading: str = "##") -> 
             line = []
             for col in cols:
                 runs = cells.get((row, col), [])
-                line.append(_cell(runs, row in selecting, runs[0].attack != "none", most) if runs else "–")
-                if 1 < len(runs) < most:
+                if not runs:
+                    line.append("–")
+                    continue
+                mark = seed_mark(len(runs), most)
+                if mark == FEWER_SEEDS_MARK:
                     fewer.append(len(runs))
+                line.append(_cell(runs, row in selecting, runs[0].attack != "none", mark))
             parts.append(f"| {row} | " + " | ".join(line) + " |")
         parts.append("")
         if fewer:

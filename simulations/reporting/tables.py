@@ -39,6 +39,7 @@ __all__ = [
     "CONVERGENCE_POINTS",
     "ONE_SEED_MARK",
     "FEWER_SEEDS_MARK",
+    "seed_mark",
     "table2_markdown",
     "selected_rates_markdown",
     "table3_markdown",
@@ -52,6 +53,12 @@ ONE_SEED_MARK = "†"
 FEWER_SEEDS_MARK = "‡"
 """Marks a cell of several seeds but fewer than the block's fullest cells (a sweep still filling
 in): its mean ± std rests on fewer runs than its neighbours', so its spread is less certain."""
+
+
+def seed_mark(count: int, most: int) -> str:
+    """The mark of a cell of ``count`` runs in a block whose fullest cells have ``most``: one seed,
+    fewer seeds, or none."""
+    return ONE_SEED_MARK if count == 1 else FEWER_SEEDS_MARK if count < most else ""
 
 
 def fewer_seeds_footnote(counts: Sequence[int], most: int) -> str:
@@ -226,11 +233,11 @@ def table1_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
                     line.append("–")
                     continue
                 text = _acc_text([100 * e.best_acc for e in members]) + " / " + _acc_text([100 * e.result.final_acc for e in members])
-                if len(members) == 1:
-                    text += ONE_SEED_MARK
+                mark = seed_mark(len(members), most)
+                text += mark
+                if mark == ONE_SEED_MARK:
                     one_seed = True
-                elif len(members) < most:
-                    text += FEWER_SEEDS_MARK
+                elif mark == FEWER_SEEDS_MARK:
                     fewer.append(len(members))
                 first = members[0]
                 ref = (
