@@ -23,9 +23,15 @@ TIMINGS = {"agg_seconds", "round_seconds"}
 # (DnC's Gram matrix, the Krum family's distances).  Intel MKL picks kernels by buffer alignment,
 # so the last bits of such products, and with them the loss's 8th digit, can differ between
 # processes unless MKL_CBWR is set before start (measured: DnC under LIE, round 10,
-# 2.2939150146 vs 2.2939150391 in two processes of the same code).  Every other figure —
-# accuracy, what was received, selected and detected — must match exactly.
+# 2.2939150146 vs 2.2939150391 in two processes of the same code).  The kernels also depend on
+# the CPU's instruction set, and a model near a decision boundary then classifies a test image
+# differently: Median under Min-Max at round 10 (13.5% accuracy, most predictions near ties)
+# gave 0.1351 on an AMD EPYC (AVX-512, and with ATEN_CPU_CAPABILITY=avx2 or default) where the
+# committed run, made on another machine, has 0.135; the loss agreed to 2e-7.  So accuracy may
+# move by at most two of the 10,000 test images; what was received, selected and detected must
+# match exactly (a changed behaviour changes those, or the loss, by far more).
 LOSS_REL_TOL = 1e-6
+ACC_ABS_TOL = 2 / 10_000
 
 # The main job's data ships with the repository, so these run everywhere.
 BUNDLED = [
@@ -53,6 +59,8 @@ def _same(got: object, want: object, field: str = "") -> bool:
         return True
     if field == "test_loss" and isinstance(got, float) and isinstance(want, float):
         return math.isclose(got, want, rel_tol=LOSS_REL_TOL)
+    if field == "test_acc" and isinstance(got, float) and isinstance(want, float):
+        return abs(got - want) <= ACC_ABS_TOL + 1e-12
     return got == want and type(got) is type(want)
 
 
@@ -115,3 +123,12 @@ def test_a_changed_figure_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(experiment, "detection_counts", off_by_one)
     with pytest.raises(AssertionError, match="'tp'"):
         _check_reproduces(BUNDLED[2])
+
+
+def test_accuracy_tolerance_is_two_test_images() -> None:
+    """Only CPU-kernel noise is forgiven: one or two of 10,000 images, never three."""
+    assert _same(0.1351, 0.135, "test_acc")
+    assert _same(0.9702, 0.97, "test_acc")
+    assert not _same(0.1353, 0.135, "test_acc")
+    assert not _same(0.9701, 0.97, "train_loss")  # only the test figures have a tolerance
+    assert not _same(2.2935, 2.2936, "test_loss")
