@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -85,3 +86,18 @@ def test_run_summary_sums_counts_over_rounds() -> None:
     assert summary["recall"] == pytest.approx(5 / 6)
     assert summary["honest_selected_rate"] == pytest.approx((5 / 7 + 1) / 2)
     assert summary["byzantine_selected_rate"] == pytest.approx((1 / 3 + 0) / 2)
+
+
+def test_rounds_of_a_diverged_model_do_not_count_as_rejections() -> None:
+    """After divergence every honest reply is non-finite and dropped before the rule: those rounds
+    are left out of the selection rates and counts, so Mean does not "keep" a fraction of them."""
+    byzantine = sorted(BYZANTINE)
+    clean = _record(1, detection_counts(diag(NODES), BYZANTINE))  # Mean: everything selected
+    diverged = replace(
+        _record(2, detection_counts(diag(byzantine, valid=byzantine), BYZANTINE)), valid=len(byzantine)
+    )  # the honest replies were non-finite, only the crafted rows reached the rule
+    assert clean.judged and not diverged.judged
+    summary = RunResult(config={}, key="k", engine="test", byzantine_partitions=[0, 1, 2], rounds=[clean, diverged]).summary()
+    assert summary["judged_rounds"] == 1
+    assert summary["honest_selected_rate"] == 1.0 and summary["byzantine_selected_rate"] == 1.0
+    assert (summary["tp"], summary["fp"], summary["fn"], summary["tn"]) == (0, 0, 3, 7)

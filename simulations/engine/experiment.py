@@ -62,6 +62,17 @@ class RoundRecord:
     attack: str
     outcome: str
 
+    @property
+    def judged(self) -> bool:
+        """Whether this round's selection says something about the rule: every reply was valid.
+
+        Once the global model has diverged every honest reply is non-finite; the strategy drops
+        such replies before the rule runs, so they would count as "not selected" although the rule
+        never saw them (Mean "keeping" 13% of the honest updates). No attack of the simulation
+        sends non-finite rows, so a round with an invalid reply is a round of a diverged model.
+        """
+        return self.valid == self.received
+
 
 @dataclass
 class RunResult:
@@ -89,22 +100,30 @@ class RunResult:
         return accs[-1] if accs else float("nan")
 
     def summary(self) -> dict[str, Any]:
-        """Run-level aggregates: accuracies and mean selection/detection rates."""
+        """Run-level aggregates: accuracies and mean selection/detection rates.
+
+        Selection rates and detection counts are over the judged rounds only (every reply valid,
+        :attr:`RoundRecord.judged`): after a model diverged, its non-finite replies are dropped
+        before the rule and say nothing about what the rule selects. ``judged_rounds`` says how
+        many rounds that is.
+        """
 
         def mean(values: list[float]) -> float:
             values = [v for v in values if not math.isnan(v)]
             return float(np.mean(values)) if values else float("nan")
 
-        tp = sum(r.tp for r in self.rounds)
-        fp = sum(r.fp for r in self.rounds)
-        fn = sum(r.fn for r in self.rounds)
-        tn = sum(r.tn for r in self.rounds)
+        judged = [r for r in self.rounds if r.judged]
+        tp = sum(r.tp for r in judged)
+        fp = sum(r.fp for r in judged)
+        fn = sum(r.fn for r in judged)
+        tn = sum(r.tn for r in judged)
         return {
             "best_acc": self.best_acc,
             "final_acc": self.final_acc,
             "initial_acc": self.initial_acc,
-            "honest_selected_rate": mean([r.honest_selected_rate for r in self.rounds]),
-            "byzantine_selected_rate": mean([r.byzantine_selected_rate for r in self.rounds]),
+            "honest_selected_rate": mean([r.honest_selected_rate for r in judged]),
+            "byzantine_selected_rate": mean([r.byzantine_selected_rate for r in judged]),
+            "judged_rounds": len(judged),
             **confusion(tp, fp, fn, tn),
             "mean_agg_seconds": mean([r.agg_seconds for r in self.rounds]),
             "mean_round_seconds": mean([r.round_seconds for r in self.rounds]),

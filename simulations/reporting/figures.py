@@ -179,10 +179,11 @@ def selection_series(entries: Sequence[Entry]) -> tuple[Series, Series]:
     -------
     (Series, Series)
         ``honest_selected_rate`` and ``byzantine_selected_rate`` per round (rounds where a
-        rate is undefined, NaN in the records, are left out of that series).
+        rate is undefined, NaN in the records, and rounds of a diverged model, whose
+        non-finite replies never reached the rule (:attr:`RoundRecord.judged`), are left out).
     """
-    honest = _series(entries, lambda r: r.honest_selected_rate)
-    byzantine = _series(entries, lambda r: r.byzantine_selected_rate)
+    honest = _series(entries, lambda r: r.honest_selected_rate if r.judged else math.nan)
+    byzantine = _series(entries, lambda r: r.byzantine_selected_rate if r.judged else math.nan)
     return honest, byzantine
 
 

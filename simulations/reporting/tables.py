@@ -269,7 +269,8 @@ def table2_markdown(entries: Sequence[Entry], *, heading: str = "###") -> str:
         return ""
     out = [f"{heading} Table II — average selected rate of honest (H) and malicious (M) updates, SignGuard family", ""]
     out.append(
-        "Fraction of the honest / Byzantine updates that entered the aggregate, averaged over rounds. "
+        "Fraction of the honest / Byzantine updates that entered the aggregate, averaged over the rounds in which "
+        "every reply was finite (once a model diverged its replies are dropped before the rule runs). "
         f"Beside ours in parentheses: the paper's Table II, measured on {paper.DATASET_NAMES[paper.TABLE2_DATASET]} — "
         "a different dataset and model unless the heading says CIFAR-10 — in blocks with its setting "
         "(IID, n = 50, 10 Byzantine) only."
@@ -313,7 +314,9 @@ def selected_rates_markdown(entries: Sequence[Entry], *, heading: str = "###") -
     out = [f"{heading} Selected rates — honest / Byzantine updates kept in the aggregate", ""]
     out.append(
         "Each cell: average fraction of honest updates / of Byzantine updates that entered the aggregate "
-        "(1.000 / 1.000 for rules that select no rows: Mean, Median, TrMean, GeoMed)."
+        "(1.000 / 1.000 for rules that select no rows: Mean, Median, TrMean, GeoMed), over the rounds in which "
+        "every reply was finite: once a model diverged its non-finite replies are dropped before the rule runs "
+        "and say nothing about it."
     )
 
     def rates(members: Sequence[Entry]) -> str:
