@@ -7,6 +7,8 @@ with ``signguard-sim report --evidence`` and commit it with them.
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import random
 import re
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 
 import simulations.cli.main as cli
 from simulations.cli.main import main
+from simulations.engine import RunResult
 from simulations.reporting import report
 from simulations.reporting.entries import load_entries
 
@@ -116,3 +119,24 @@ def test_report_evidence_errors(tmp_path: Path, capsys, monkeypatch: pytest.Monk
     assert not (tmp_path / "docs" / "results" / "report").exists()  # nothing written
     assert main(["report", "--evidence", str(tmp_path)]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_committed_result_files_store_the_summary_of_their_rounds() -> None:
+    """Each committed ``<key>.json`` carries a ``summary`` that a reader may take at its word: it is
+    what :meth:`RunResult.summary` gives for the file's own rounds (rebuild stale ones when the
+    summary's definition changes, as when rounds of a diverged model stopped counting)."""
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, float) and isinstance(b, float):
+            return (math.isnan(a) and math.isnan(b)) or a == b
+        return a == b
+
+    stale = []
+    files = [p for p in (REPO_ROOT / report.EVIDENCE_DIR).glob("*/*.json") if p.parent.name != "report"]
+    assert len(files) > 700
+    for path in files:
+        data = json.loads(path.read_text())
+        recomputed = RunResult.from_json(data).summary()
+        stored = data["summary"]
+        if stored.keys() != recomputed.keys() or not all(same(stored[k], recomputed[k]) for k in stored):
+            stale.append(path.relative_to(REPO_ROOT).as_posix())
+    assert not stale, f"{len(stale)} result files store another summary than their rounds give, e.g. {stale[:3]}"
