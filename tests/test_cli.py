@@ -22,7 +22,7 @@ from simulations.sweeps import runner as sweep_module
 
 TINY = ["--num-clients", "4", "--num-byzantine", "1", "--rounds", "2", "--eval-every", "1", "-q"]
 SUMMARY_KEYS = {
-    "best_acc", "final_acc", "initial_acc", "honest_selected_rate", "byzantine_selected_rate",
+    "best_acc", "final_acc", "initial_acc", "honest_selected_rate", "byzantine_selected_rate", "judged_rounds",
     "tp", "fp", "fn", "tn", "precision", "recall", "mean_agg_seconds", "mean_round_seconds", "wall_seconds",
 }
 ROUND_FIELDS = [f.name for f in dataclasses.fields(RoundRecord)]
